@@ -1,0 +1,371 @@
+//! The schema: which tables and keys exist, their types and their rules.
+
+use crate::names::Role;
+use crate::schema::*;
+use crate::values;
+use crate::walker::{Field, TableReader, Walker};
+use std::collections::BTreeMap;
+use toml_edit::Item;
+
+/// EC2 allows 50 tags per resource.
+pub const MAX_TAGS: usize = 50;
+/// Default bound on one build, install or post step of a source build.
+pub const DEFAULT_STEP_TIMEOUT_SECS: u64 = 3600;
+
+pub(crate) fn config(w: &mut Walker<'_>, root: &Item) -> Config {
+    let mut cfg = Config::default();
+    let Some(mut top) = w.table("", root, None) else {
+        return cfg;
+    };
+    if let Some(f) = top.field("install") {
+        cfg.install = w
+            .table(&f.path, f.item, f.span.clone())
+            .map(|t| install(w, t));
+    }
+    if let Some(f) = top.field("tags") {
+        cfg.tags = w
+            .table(&f.path, f.item, f.span.clone())
+            .and_then(|t| tags(w, t));
+    }
+    if let Some(f) = top.field("efs") {
+        cfg.efs = w
+            .table(&f.path, f.item, f.span.clone())
+            .and_then(|t| efs(w, t));
+    }
+    if let Some(f) = top.field("ip_takeover") {
+        cfg.ip_takeover = w
+            .table(&f.path, f.item, f.span.clone())
+            .and_then(|t| ip_takeover(w, t));
+    }
+    w.finish(top);
+    cfg
+}
+
+fn common(w: &mut Walker<'_>, t: &mut TableReader<'_>, default_roles: &[Role]) -> Common {
+    let roles = t
+        .field("roles")
+        .and_then(|f| {
+            let items = f.str_array(w)?;
+            let mut roles = Vec::new();
+            for (s, span) in items {
+                match s.parse::<Role>() {
+                    Ok(r) if !roles.contains(&r) => roles.push(r),
+                    Ok(_) => {}
+                    Err(e) => w.error(span, format!("`{}`: {e}", f.path)),
+                }
+            }
+            Some(roles)
+        })
+        .unwrap_or_else(|| default_roles.to_vec());
+    let required = t.field("required").and_then(|f| f.bool(w)).unwrap_or(true);
+    Common { roles, required }
+}
+
+/// Runs `check` on a string field, reporting its error at the field.
+fn checked<T>(
+    w: &mut Walker<'_>,
+    f: &Field<'_>,
+    check: impl FnOnce(&str) -> Result<T, String>,
+) -> Option<T> {
+    let s = f.str(w)?;
+    match check(&s) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            f.invalid(w, e);
+            None
+        }
+    }
+}
+
+fn checked_array(
+    w: &mut Walker<'_>,
+    f: &Field<'_>,
+    check: impl Fn(&str) -> Result<(), String>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (s, span) in f.str_array(w).unwrap_or_default() {
+        match check(&s) {
+            Ok(()) => out.push(s),
+            Err(e) => w.error(span, format!("`{}`: {e}", f.path)),
+        }
+    }
+    out
+}
+
+fn any_string(_: &str) -> Result<(), String> {
+    Ok(())
+}
+
+fn install(w: &mut Walker<'_>, mut t: TableReader<'_>) -> Install {
+    let common = common(w, &mut t, &Role::ALL);
+    let packages = t
+        .field("packages")
+        .map(|f| checked_array(w, &f, values::package_name))
+        .unwrap_or_default();
+    let timezone = t
+        .field("timezone")
+        .and_then(|f| checked(w, &f, |s| values::timezone(s).map(|_| s.to_string())));
+    let allow_http = t
+        .field("allow_http")
+        .and_then(|f| f.bool(w))
+        .unwrap_or(false);
+    let pip = t
+        .field("pip")
+        .and_then(|f| w.table(&f.path, f.item, f.span.clone()))
+        .map(|p| pip(w, p, allow_http));
+    let sources = t
+        .field("source")
+        .map(|f| source_builds(w, &f, allow_http))
+        .unwrap_or_default();
+    let cache = t
+        .field("cache")
+        .and_then(|f| w.table(&f.path, f.item, f.span.clone()))
+        .and_then(|c| build_cache(w, c));
+    w.finish(t);
+    Install {
+        common,
+        packages,
+        timezone,
+        allow_http,
+        pip,
+        sources,
+        cache,
+    }
+}
+
+fn pip(w: &mut Walker<'_>, mut t: TableReader<'_>, allow_http: bool) -> Pip {
+    let requirements = t
+        .field("requirements")
+        .and_then(|f| checked(w, &f, |s| values::location(s, allow_http, true)));
+    let packages = t
+        .field("packages")
+        .map(|f| checked_array(w, &f, values::package_name))
+        .unwrap_or_default();
+    let target = t
+        .field("target")
+        .and_then(|f| checked(w, &f, values::absolute_path));
+    w.finish(t);
+    Pip {
+        requirements,
+        packages,
+        target,
+    }
+}
+
+fn source_builds(w: &mut Walker<'_>, f: &Field<'_>, allow_http: bool) -> Vec<SourceBuild> {
+    let Some(aot) = f.item.as_array_of_tables() else {
+        f.wrong_type(w, "an array of tables ([[install.source]])");
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    for (i, table) in aot.iter().enumerate() {
+        let path = format!("{}[{i}]", f.path);
+        let item = Item::Table(table.clone());
+        let Some(mut t) = w.table(&path, &item, table.span()) else {
+            continue;
+        };
+        let span = t.span();
+        let name = t.field("name").and_then(|f| {
+            checked(w, &f, |s| {
+                values::package_name(s).map_err(|_| format!("{s:?} is not a plain name"))?;
+                if names.iter().any(|n| n == s) {
+                    return Err(format!("a source named {s:?} is already defined"));
+                }
+                Ok(s.to_string())
+            })
+        });
+        let url = t
+            .field("url")
+            .and_then(|f| checked(w, &f, |s| values::location(s, allow_http, false)));
+        let sha256 = t
+            .field("sha256")
+            .and_then(|f| checked(w, &f, values::sha256));
+        let steps = |w: &mut Walker<'_>, t: &mut TableReader<'_>, key| {
+            t.field(key)
+                .map(|f| checked_array(w, &f, any_string))
+                .unwrap_or_default()
+        };
+        let build = steps(w, &mut t, "build");
+        let install = steps(w, &mut t, "install");
+        let post = steps(w, &mut t, "post");
+        let step_timeout_secs = t
+            .field("step_timeout_secs")
+            .and_then(|f| f.u64(w))
+            .unwrap_or(DEFAULT_STEP_TIMEOUT_SECS);
+        for (key, present) in [
+            ("name", name.is_some()),
+            ("url", url.is_some()),
+            ("sha256", sha256.is_some()),
+        ] {
+            if !present && t.field(key).is_none() {
+                w.error(span.clone(), format!("`{path}.{key}` is required"));
+            }
+        }
+        w.finish(t);
+        if let (Some(name), Some(url), Some(sha256)) = (name, url, sha256) {
+            names.push(name.clone());
+            out.push(SourceBuild {
+                name,
+                url,
+                sha256,
+                build,
+                install,
+                post,
+                step_timeout_secs,
+            });
+        }
+    }
+    out
+}
+
+fn build_cache(w: &mut Walker<'_>, mut t: TableReader<'_>) -> Option<BuildCache> {
+    let span = t.span();
+    let s3 = t.field("s3").and_then(|f| checked(w, &f, values::s3_url));
+    let missing = s3.is_none() && t.field("s3").is_none();
+    w.finish(t);
+    if missing {
+        w.error(span, "`install.cache.s3` is required");
+    }
+    let (bucket, prefix) = s3?;
+    Some(BuildCache { bucket, prefix })
+}
+
+fn tags(w: &mut Walker<'_>, mut t: TableReader<'_>) -> Option<Tags> {
+    let common = common(w, &mut t, &Role::ALL);
+    let name_suffix = t.field("name_suffix").and_then(|f| {
+        checked(w, &f, |s| match s {
+            "role" => Ok(NameSuffix::Role),
+            other => Err(format!(
+                "{other:?} is not a name suffix (the only one is \"role\")"
+            )),
+        })
+    });
+    let mut set = BTreeMap::new();
+    let mut set_span = t.span();
+    if let Some(f) = t.field("set") {
+        set_span = f.span.clone();
+        if let Some(s) = w.table(&f.path, f.item, f.span.clone()) {
+            for (key, key_span, value) in s.entries() {
+                let key_ok = match values::tag_key(&key) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        w.error(key_span.clone(), format!("`{}`: {e}", value.path));
+                        false
+                    }
+                };
+                if key == "Name" && name_suffix.is_some() {
+                    let msg = "`tags.set.Name` conflicts with `name_suffix`, which manages Name";
+                    w.error(key_span, msg);
+                    continue;
+                }
+                if let Some(v) = checked(w, &value, |v| values::tag_value(v).map(|_| v.to_string()))
+                {
+                    if key_ok {
+                        set.insert(key, v);
+                    }
+                }
+            }
+            // Every key of [tags.set] is free-form, so there is nothing unknown to report.
+        }
+    }
+    let total = set.len() + usize::from(name_suffix.is_some());
+    if total > MAX_TAGS {
+        w.error(
+            set_span,
+            format!("{total} tags configured; EC2 allows at most {MAX_TAGS} on an instance"),
+        );
+    }
+    w.finish(t);
+    Some(Tags {
+        common,
+        name_suffix,
+        set,
+    })
+}
+
+fn efs(w: &mut Walker<'_>, mut t: TableReader<'_>) -> Option<Efs> {
+    let span = t.span();
+    let common = common(w, &mut t, &Role::ALL);
+    let fs_id = t
+        .field("file_system_id")
+        .and_then(|f| checked(w, &f, |s| values::file_system_id(s).map(|_| s.to_string())));
+    let dns = t
+        .field("dns_name")
+        .and_then(|f| checked(w, &f, |s| values::dns_name(s).map(|_| s.to_string())));
+    let mount_point = t
+        .field("mount_point")
+        .and_then(|f| checked(w, &f, values::absolute_path));
+    let owner = t
+        .field("owner")
+        .and_then(|f| checked(w, &f, |s| values::owner(s).map(|_| s.to_string())));
+    let options = t
+        .field("options")
+        .and_then(|f| checked(w, &f, |s| values::mount_options(s).map(|_| s.to_string())))
+        .unwrap_or_else(|| DEFAULT_NFS_OPTIONS.to_string());
+    let fstab = t
+        .field("fstab")
+        .and_then(|f| checked(w, &f, values::absolute_path))
+        .unwrap_or_else(|| "/etc/fstab".into());
+    let target = match (
+        fs_id,
+        dns,
+        t.field("file_system_id").is_some(),
+        t.field("dns_name").is_some(),
+    ) {
+        (Some(id), None, _, false) => Some(EfsTarget::FileSystemId(id)),
+        (None, Some(dns), false, _) => Some(EfsTarget::DnsName(dns)),
+        (_, _, true, true) => {
+            w.error(
+                span.clone(),
+                "`efs`: set either `file_system_id` or `dns_name`, not both",
+            );
+            None
+        }
+        (None, None, false, false) => {
+            w.error(
+                span.clone(),
+                "`efs`: `file_system_id` or `dns_name` is required",
+            );
+            None
+        }
+        _ => None,
+    };
+    if mount_point.is_none() && t.field("mount_point").is_none() {
+        w.error(span, "`efs.mount_point` is required");
+    }
+    w.finish(t);
+    Some(Efs {
+        common,
+        target: target?,
+        mount_point: mount_point?,
+        owner,
+        options,
+        fstab,
+    })
+}
+
+fn ip_takeover(w: &mut Walker<'_>, mut t: TableReader<'_>) -> Option<IpTakeover> {
+    let span = t.span();
+    let common = common(w, &mut t, &[Role::Master]);
+    let address = t
+        .field("address")
+        .and_then(|f| checked(w, &f, values::ipv4));
+    let reserved_eni = t
+        .field("reserved_eni")
+        .and_then(|f| checked(w, &f, |s| values::eni_id(s).map(|_| s.to_string())));
+    for (key, present) in [
+        ("address", t.field("address").is_some()),
+        ("reserved_eni", t.field("reserved_eni").is_some()),
+    ] {
+        if !present {
+            w.error(span.clone(), format!("`ip_takeover.{key}` is required"));
+        }
+    }
+    w.finish(t);
+    Some(IpTakeover {
+        common,
+        address: address?,
+        reserved_eni: reserved_eni?,
+    })
+}

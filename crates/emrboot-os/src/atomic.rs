@@ -1,0 +1,118 @@
+//! Files replaced whole or not at all: write a temporary file beside the target, fsync it,
+//! rename it over the target, fsync the directory. A crash leaves the old file or the new one.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {path}: {source}")]
+pub struct AtomicError {
+    pub op: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+fn ctx<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> AtomicError + 'a {
+    move |source| AtomicError {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes `bytes` to `path` atomically with permission bits `mode`; creates the parent directory.
+pub fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), AtomicError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(ctx("create directory", dir))?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(ctx("create", &tmp))?;
+        // The mode given to open() is filtered by the umask; set it exactly.
+        f.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(ctx("chmod", &tmp))?;
+        f.write_all(bytes).map_err(ctx("write", &tmp))?;
+        f.sync_all().map_err(ctx("fsync", &tmp))?;
+        fs::rename(&tmp, path).map_err(ctx("rename onto", path))?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Makes a rename in `dir` durable.
+pub fn sync_dir(dir: &Path) -> Result<(), AtomicError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(ctx("fsync directory", dir))
+}
+
+/// Points `link` at `target` atomically: a new symlink beside it, renamed over it.
+pub fn symlink(target: &Path, link: &Path) -> Result<(), AtomicError> {
+    let dir = link.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(ctx("create directory", dir))?;
+    let name = link.file_name().and_then(|n| n.to_str()).unwrap_or("link");
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp).map_err(ctx("symlink", &tmp))?;
+    if let Err(e) = fs::rename(&tmp, link) {
+        let _ = fs::remove_file(&tmp);
+        return Err(ctx("rename onto", link)(e));
+    }
+    sync_dir(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_replaces_whole_and_sets_mode() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("sub/state.json");
+        write(&p, b"one", 0o600).unwrap();
+        write(&p, b"two", 0o600).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        // no temporary file is left behind
+        assert_eq!(fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn symlink_replaces_an_existing_file() {
+        let d = tempfile::tempdir().unwrap();
+        let l = d.path().join("localtime");
+        fs::write(&l, b"old").unwrap();
+        symlink(Path::new("/usr/share/zoneinfo/UTC"), &l).unwrap();
+        assert_eq!(
+            fs::read_link(&l).unwrap(),
+            PathBuf::from("/usr/share/zoneinfo/UTC")
+        );
+    }
+
+    #[test]
+    fn errors_name_the_path() {
+        let d = tempfile::tempdir().unwrap();
+        let blocker = d.path().join("file");
+        fs::write(&blocker, b"x").unwrap();
+        let e = write(&blocker.join("x"), b"y", 0o600).unwrap_err();
+        assert!(
+            e.to_string().contains(&*blocker.display().to_string()),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,9 @@
+//! emrboot's door to the node's operating system. Each module is one outside system, behind a
+//! small interface, so phases never touch the OS directly and tests can point it at a scratch root.
+
+pub mod atomic;
+pub mod command;
+pub mod root;
+pub mod timezone;
+
+pub use root::Root;

@@ -1,0 +1,12 @@
+//! The phases of emrboot, one module each. Their order is `PhaseName::ORDER`; this crate only
+//! says which phases are built.
+
+pub mod install;
+
+use emrboot_runner::Phase;
+
+/// Every phase that is built. A phase of the schema missing here fails loudly as
+/// "not implemented" when selected: the runner never pretends it succeeded.
+pub fn all() -> Vec<Box<dyn Phase>> {
+    vec![Box::new(install::Install)]
+}

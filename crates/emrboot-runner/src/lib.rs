@@ -1,0 +1,14 @@
+//! The phase runner: the `Phase` trait that each phase implements, the context they share, the
+//! selection rules (table present, `--only`, roles), markers and the status of the last run.
+
+pub mod context;
+pub mod phase;
+pub mod run;
+pub mod state;
+pub mod status;
+
+pub use context::{Ctx, Node};
+pub use phase::{Phase, PhaseError, Precheck};
+pub use run::{plan, run, PlanReport, RunOptions, RunReport};
+pub use state::StateDir;
+pub use status::{Outcome, PhaseRecord, RunRecord};

@@ -1,0 +1,233 @@
+//! Runs the phases in `PhaseName::ORDER`: selects them (config table, `--only`, roles), checks
+//! all selected ones before any changes the node, then applies them one by one, recording each
+//! outcome in the status file as it goes.
+
+use crate::phase::{ErrorKind, Phase, Precheck};
+use crate::status::{now_rfc3339, Outcome, PhaseRecord, RunRecord};
+use crate::Ctx;
+use emrboot_config::PhaseName;
+use std::time::Instant;
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// `--only`: run just these phases (still in the fixed order).
+    pub only: Option<Vec<PhaseName>>,
+    /// Where the config came from, for the status record.
+    pub config_source: String,
+}
+
+/// Why a phase is not selected for this node, if it is not.
+fn skip_reason(ctx: &Ctx, phase: PhaseName, only: Option<&[PhaseName]>) -> Option<String> {
+    let Some(common) = ctx.config.common(phase) else {
+        return Some(format!("no [{}] table in the config", phase.table()));
+    };
+    if only.is_some_and(|o| !o.contains(&phase)) {
+        return Some("not selected by --only".into());
+    }
+    if !common.roles.contains(&ctx.node.role) {
+        let roles: Vec<_> = common.roles.iter().map(|r| r.as_str()).collect();
+        return Some(format!(
+            "runs on {} only; this node is {}",
+            roles.join(", "),
+            ctx.node.role
+        ));
+    }
+    None
+}
+
+fn find(phases: &[Box<dyn Phase>], name: PhaseName) -> Option<&dyn Phase> {
+    phases.iter().find(|p| p.name() == name).map(|p| p.as_ref())
+}
+
+/// What `plan` shows for one phase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlannedPhase {
+    Skip(String),
+    Actions(Vec<String>),
+    /// The phase would fail (or cannot be planned) for this reason.
+    Error(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct PlanReport {
+    pub phases: Vec<(PhaseName, bool, PlannedPhase)>,
+    /// Set when some phase's config does not fit this node: `plan` then exits 2.
+    pub invalid: bool,
+}
+
+/// Every phase in order with the actions it would take or why it is skipped. Read-only.
+pub async fn plan(ctx: &Ctx, phases: &[Box<dyn Phase>], only: Option<&[PhaseName]>) -> PlanReport {
+    let mut out = Vec::new();
+    let mut invalid = false;
+    for name in PhaseName::ORDER {
+        let required = ctx.config.common(name).is_none_or(|c| c.required);
+        let planned = match (skip_reason(ctx, name, only), find(phases, name)) {
+            (Some(reason), _) => PlannedPhase::Skip(reason),
+            (None, None) => PlannedPhase::Error("not implemented".into()),
+            (None, Some(phase)) => match phase.check(ctx).await {
+                Ok(Precheck::Skip(reason)) => PlannedPhase::Skip(reason),
+                Ok(Precheck::Run) => match phase.plan(ctx).await {
+                    Ok(actions) => PlannedPhase::Actions(actions),
+                    Err(e) => PlannedPhase::Error(e.to_string()),
+                },
+                Err(e) => {
+                    invalid |= e.kind == ErrorKind::Invalid;
+                    PlannedPhase::Error(e.to_string())
+                }
+            },
+        };
+        out.push((name, required, planned));
+    }
+    PlanReport {
+        phases: out,
+        invalid,
+    }
+}
+
+#[derive(Debug)]
+pub struct RunReport {
+    /// 0: every required phase succeeded; 1: a required phase failed; 2: config or environment
+    /// error found before anything changed.
+    pub exit_code: i32,
+    pub record: RunRecord,
+}
+
+/// Saves the status; a state dir that cannot be written is logged, not fatal to the node's work.
+fn save(ctx: &Ctx, record: &RunRecord) {
+    if let Err(e) = ctx.state.save_status(record) {
+        tracing::error!(error = %e, "cannot write the status file");
+    }
+}
+
+pub async fn run(ctx: &Ctx, phases: &[Box<dyn Phase>], opts: &RunOptions) -> RunReport {
+    let mut record = RunRecord {
+        started_at: now_rfc3339(),
+        finished_at: None,
+        pid: std::process::id(),
+        instance_id: ctx.node.instance_id.clone(),
+        role: ctx.node.role.to_string(),
+        config: opts.config_source.clone(),
+        exit_code: None,
+        phases: Vec::new(),
+    };
+    let mut selected = Vec::new();
+    for name in PhaseName::ORDER {
+        let required = ctx.config.common(name).is_none_or(|c| c.required);
+        let reason = skip_reason(ctx, name, opts.only.as_deref());
+        let phase = find(phases, name);
+        let outcome = if reason.is_some() {
+            Outcome::Skipped
+        } else {
+            Outcome::Pending
+        };
+        if let Some(r) = &reason {
+            tracing::info!(phase = %name, outcome = "skipped", "{r}");
+        }
+        record.phases.push(PhaseRecord {
+            phase: name,
+            outcome,
+            required,
+            reason,
+            actions: Vec::new(),
+            started_at: None,
+            duration_ms: None,
+            error: None,
+        });
+        if outcome == Outcome::Pending {
+            selected.push((record.phases.len() - 1, phase));
+        }
+    }
+
+    // Check every selected phase before any of them changes the node.
+    let mut exit_code = 0;
+    let mut runnable = Vec::new();
+    for (i, phase) in selected {
+        let rec = &mut record.phases[i];
+        let Some(phase) = phase else {
+            rec.outcome = Outcome::Failed;
+            rec.error = Some("not implemented".into());
+            exit_code = exit_code.max(i32::from(rec.required));
+            continue;
+        };
+        match phase.check(ctx).await {
+            Ok(Precheck::Run) => runnable.push((i, phase)),
+            Ok(Precheck::Skip(reason)) => {
+                tracing::info!(phase = %rec.phase, outcome = "skipped", "{reason}");
+                rec.outcome = Outcome::Skipped;
+                rec.reason = Some(reason);
+            }
+            Err(e) => {
+                tracing::error!(phase = %rec.phase, outcome = "invalid", "{e}");
+                rec.outcome = Outcome::Failed;
+                rec.error = Some(e.to_string());
+                let code = match e.kind {
+                    ErrorKind::Invalid => 2,
+                    ErrorKind::Failed => i32::from(rec.required),
+                };
+                exit_code = exit_code.max(code);
+            }
+        }
+    }
+    if exit_code != 0 {
+        return finish(ctx, record, exit_code, runnable.iter().map(|(i, _)| *i));
+    }
+
+    for (n, &(i, phase)) in runnable.iter().enumerate() {
+        let name = record.phases[i].phase;
+        record.phases[i].outcome = Outcome::Running;
+        record.phases[i].started_at = Some(now_rfc3339());
+        save(ctx, &record);
+        let start = Instant::now();
+        let result = phase.apply(ctx).await;
+        let rec = &mut record.phases[i];
+        rec.duration_ms = Some(start.elapsed().as_millis() as u64);
+        match result {
+            Ok(actions) => {
+                rec.outcome = if actions.is_empty() {
+                    Outcome::Unchanged
+                } else {
+                    Outcome::Changed
+                };
+                tracing::info!(phase = %name, outcome = rec.outcome.as_str(), actions = actions.len(), "phase done");
+                let marker = serde_json::json!({
+                    "phase": name,
+                    "finished_at": now_rfc3339(),
+                    "actions": actions,
+                });
+                if let Err(e) =
+                    ctx.state
+                        .write_marker(&ctx.node.instance_id, name, &ctx.config, &marker)
+                {
+                    tracing::error!(phase = %name, error = %e, "cannot write the marker");
+                }
+                rec.actions = actions;
+            }
+            Err(e) => {
+                tracing::error!(phase = %name, outcome = "failed", required = rec.required, "{e}");
+                rec.outcome = Outcome::Failed;
+                rec.error = Some(e.to_string());
+                if rec.required {
+                    let rest = runnable[n + 1..].iter().map(|(i, _)| *i);
+                    return finish(ctx, record, 1, rest);
+                }
+            }
+        }
+    }
+    finish(ctx, record, 0, std::iter::empty())
+}
+
+fn finish(
+    ctx: &Ctx,
+    mut record: RunRecord,
+    exit_code: i32,
+    not_run: impl Iterator<Item = usize>,
+) -> RunReport {
+    for i in not_run {
+        record.phases[i].outcome = Outcome::NotRun;
+        record.phases[i].reason = Some("an earlier required phase failed".into());
+    }
+    record.finished_at = Some(now_rfc3339());
+    record.exit_code = Some(exit_code);
+    save(ctx, &record);
+    RunReport { exit_code, record }
+}

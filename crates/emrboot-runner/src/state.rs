@@ -1,0 +1,206 @@
+//! The state directory: markers of finished phases, the status of the last run, the config copy
+//! used by `release-ip` and the boot unit, and the lock that keeps two runs apart.
+//!
+//! Everything is written atomically and 0600: the config copy can name buckets and addresses.
+
+use crate::status::RunRecord;
+use emrboot_config::{Config, PhaseName};
+use emrboot_os::atomic;
+use sha2::{Digest, Sha256};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub const CONFIG_COPY: &str = "config.toml";
+pub const STATUS: &str = "status.json";
+const LOCK: &str = "lock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state dir {}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Write(#[from] atomic::AtomicError),
+    #[error("{}: {reason}", .path.display())]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("another emrboot run holds {} (waited {}s); try again when it ends", .path.display(), .secs)]
+    Busy { path: PathBuf, secs: u64 },
+}
+
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    pub path: PathBuf,
+}
+
+/// Held for the whole run; the kernel releases it when the process dies, so a killed run never
+/// leaves a stale lock.
+pub struct RunLock {
+    _file: nix::fcntl::Flock<File>,
+}
+
+/// sha256 of the phase's table, shortened: enough to tell configs apart in a file name.
+pub fn config_hash(config: &Config, phase: PhaseName) -> String {
+    let digest = Sha256::digest(config.section_json(phase).as_bytes());
+    hex::encode(&digest[..8])
+}
+
+impl StateDir {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        StateDir { path: path.into() }
+    }
+
+    fn io(&self, path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
+        let path = path.to_path_buf();
+        move |source| StateError::Io { path, source }
+    }
+
+    pub fn create(&self) -> Result<(), StateError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.path)
+            .map_err(self.io(&self.path))
+    }
+
+    /// Takes the run lock, waiting up to `wait` for another run to finish.
+    pub fn lock(&self, wait: Duration) -> Result<RunLock, StateError> {
+        use nix::fcntl::{Flock, FlockArg};
+        self.create()?;
+        let path = self.path.join(LOCK);
+        let start = Instant::now();
+        loop {
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(self.io(&path))?;
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => return Ok(RunLock { _file: lock }),
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) if start.elapsed() < wait => {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                    return Err(StateError::Busy {
+                        path,
+                        secs: wait.as_secs(),
+                    })
+                }
+                Err((_, e)) => return Err(self.io(&path)(io::Error::from(e))),
+            }
+        }
+    }
+
+    pub fn config_copy(&self) -> PathBuf {
+        self.path.join(CONFIG_COPY)
+    }
+
+    pub fn save_config(&self, text: &str) -> Result<(), StateError> {
+        Ok(atomic::write(&self.config_copy(), text.as_bytes(), 0o600)?)
+    }
+
+    fn marker_path(&self, instance_id: &str, phase: PhaseName, config: &Config) -> PathBuf {
+        let name = format!("{}-{}.json", phase.as_str(), config_hash(config, phase));
+        self.path.join("markers").join(instance_id).join(name)
+    }
+
+    /// The marker of a phase that succeeded on this instance with this config, if any.
+    pub fn marker(&self, instance_id: &str, phase: PhaseName, config: &Config) -> Option<PathBuf> {
+        let p = self.marker_path(instance_id, phase, config);
+        p.is_file().then_some(p)
+    }
+
+    /// Written only after the phase succeeded.
+    pub fn write_marker(
+        &self,
+        instance_id: &str,
+        phase: PhaseName,
+        config: &Config,
+        body: &serde_json::Value,
+    ) -> Result<(), StateError> {
+        let p = self.marker_path(instance_id, phase, config);
+        Ok(atomic::write(&p, body.to_string().as_bytes(), 0o600)?)
+    }
+
+    pub fn save_status(&self, run: &RunRecord) -> Result<(), StateError> {
+        let p = self.path.join(STATUS);
+        let body = serde_json::to_vec_pretty(run).map_err(|e| StateError::Corrupt {
+            path: p.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(atomic::write(&p, &body, 0o600)?)
+    }
+
+    /// The last run's status, `Ok(None)` when there has been none.
+    pub fn load_status(&self) -> Result<Option<RunRecord>, StateError> {
+        let p = self.path.join(STATUS);
+        let bytes = match std::fs::read(&p) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io(&p)(e)),
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StateError::Corrupt {
+                path: p,
+                reason: e.to_string(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn markers_are_keyed_by_instance_and_config() {
+        let d = tempfile::tempdir().unwrap();
+        let s = StateDir::new(d.path());
+        let a = emrboot_config::parse("c", "[install]\ntimezone = \"UTC\"\n").unwrap();
+        let b = emrboot_config::parse("c", "[install]\ntimezone = \"Asia/Seoul\"\n").unwrap();
+        s.write_marker("i-1", PhaseName::Install, &a, &serde_json::json!({}))
+            .unwrap();
+        assert!(s.marker("i-1", PhaseName::Install, &a).is_some());
+        assert!(s.marker("i-2", PhaseName::Install, &a).is_none());
+        assert!(s.marker("i-1", PhaseName::Install, &b).is_none());
+        let p = s.marker("i-1", PhaseName::Install, &a).unwrap();
+        assert_eq!(
+            std::fs::metadata(p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn a_second_lock_waits_then_gives_up() {
+        let d = tempfile::tempdir().unwrap();
+        let s = StateDir::new(d.path());
+        let held = s.lock(Duration::ZERO).unwrap();
+        let e = s.lock(Duration::from_millis(300)).err().unwrap();
+        assert!(matches!(e, StateError::Busy { .. }), "{e}");
+        drop(held);
+        assert!(s.lock(Duration::ZERO).is_ok());
+    }
+
+    #[test]
+    fn config_copy_is_private() {
+        let d = tempfile::tempdir().unwrap();
+        let s = StateDir::new(d.path().join("state"));
+        s.create().unwrap();
+        s.save_config("[install]\n").unwrap();
+        let mode = std::fs::metadata(s.config_copy())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let dir_mode = std::fs::metadata(&s.path).unwrap().permissions().mode();
+        assert_eq!(dir_mode & 0o777, 0o700);
+    }
+}

@@ -1,0 +1,60 @@
+//! One module per command; `dispatch` maps the parsed command line onto them.
+
+mod plan;
+mod role;
+mod run;
+mod status;
+mod validate;
+
+use crate::cli::{Cli, Command, Global};
+use crate::exit::{CmdResult, Exit};
+use emrboot_aws::sdk::Budget;
+use emrboot_aws::Aws;
+use emrboot_node::Imds;
+use emrboot_os::Root;
+use emrboot_runner::{Ctx, StateDir};
+use std::sync::Arc;
+
+pub async fn dispatch(cli: Cli) -> CmdResult {
+    let g = cli.global;
+    match cli.command {
+        Command::Run {
+            source,
+            only,
+            dry_run: true,
+        }
+        | Command::Plan { source, only } => plan::plan(&g, &source.config, only.only).await,
+        Command::Run { source, only, .. } => run::run(&g, &source.config, only.only).await,
+        Command::Validate { file } => validate::validate(&file),
+        Command::Role => role::role(&g).await,
+        Command::Status { json } => status::status(&g, json),
+        Command::ReleaseIp { .. } => Err(Exit::failed("release-ip: not implemented")),
+    }
+}
+
+/// Everything a run or a plan needs: config, node facts, the doors to IMDS and AWS.
+pub(crate) async fn context(
+    g: &Global,
+    src: &str,
+    budget: Budget,
+) -> Result<(Ctx, String, String), Exit> {
+    let imds = Arc::new(Imds::from_env());
+    let aws = Arc::new(Aws::new(imds.clone(), budget));
+    // Node facts first: a missing info file is the likelier error and needs no network.
+    let info = crate::node::load_info(g.info_dir.clone())?;
+    let loaded = crate::source::load(&aws, src).await?;
+    let node = crate::node::resolve(info, &imds, &aws).await?;
+    let self_exe = std::env::current_exe()
+        .map_err(|e| Exit::invalid(format!("cannot find emrboot's own path: {e}")))?;
+    let ctx = Ctx::new(
+        loaded.config,
+        node,
+        Root::new(&g.root),
+        StateDir::new(&g.state_dir),
+        g.shutdown_actions_dir.clone(),
+        self_exe,
+        imds,
+        aws,
+    );
+    Ok((ctx, loaded.text, loaded.source))
+}

@@ -1,0 +1,24 @@
+use crate::cli::Global;
+use crate::exit::{CmdResult, Exit};
+use emrboot_aws::sdk::Budget;
+use emrboot_config::PhaseName;
+use emrboot_runner::RunOptions;
+use std::time::Duration;
+
+/// How long a run waits for another run on the same node to finish.
+const LOCK_WAIT: Duration = Duration::from_secs(600);
+
+pub async fn run(g: &Global, src: &str, only: Option<Vec<PhaseName>>) -> CmdResult {
+    let (ctx, text, source) = super::context(g, src, Budget::Bootstrap).await?;
+    let _lock = ctx.state.lock(LOCK_WAIT).map_err(Exit::invalid)?;
+    // Kept for release-ip and the boot unit, which must work without S3.
+    ctx.state.save_config(&text).map_err(Exit::invalid)?;
+    let phases = emrboot_phases::all();
+    let opts = RunOptions {
+        only,
+        config_source: source,
+    };
+    let report = emrboot_runner::run(&ctx, &phases, &opts).await;
+    tracing::info!(exit_code = report.exit_code, "run finished");
+    Ok(report.exit_code)
+}

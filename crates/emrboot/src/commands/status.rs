@@ -1,0 +1,71 @@
+use crate::cli::Global;
+use crate::exit::{CmdResult, Exit};
+use emrboot_runner::{Outcome, RunRecord, StateDir};
+
+/// Whether the run that wrote the record is still alive.
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// ok, failed, running, or interrupted (the process died without finishing).
+fn state(run: &RunRecord) -> &'static str {
+    match run.exit_code {
+        Some(0) => "ok",
+        Some(_) => "failed",
+        None if alive(run.pid) => "running",
+        None => "interrupted",
+    }
+}
+
+/// Exit 0 when the last run succeeded; 1 when it failed, was interrupted, or there is none.
+pub fn status(g: &Global, json: bool) -> CmdResult {
+    let state_dir = StateDir::new(&g.state_dir);
+    let Some(mut run) = state_dir.load_status().map_err(Exit::invalid)? else {
+        println!("no run recorded in {}", g.state_dir.display());
+        return Ok(1);
+    };
+    let st = state(&run);
+    if st == "interrupted" {
+        for p in run
+            .phases
+            .iter_mut()
+            .filter(|p| p.outcome == Outcome::Running)
+        {
+            p.error
+                .get_or_insert_with(|| "interrupted: the run ended during this phase".into());
+        }
+    }
+    if json {
+        let mut v = serde_json::to_value(&run).map_err(Exit::failed)?;
+        v["state"] = st.into();
+        println!("{v:#}");
+    } else {
+        println!(
+            "last run: {st}  started {}  role {}  instance {}  config {}",
+            run.started_at, run.role, run.instance_id, run.config
+        );
+        println!(
+            "{:<14} {:<10} {:<21} {:>9}  detail",
+            "PHASE", "OUTCOME", "START", "DURATION"
+        );
+        for p in &run.phases {
+            let detail = p
+                .error
+                .clone()
+                .or_else(|| p.reason.clone())
+                .unwrap_or_else(|| p.actions.join("; "));
+            let dur = p
+                .duration_ms
+                .map(|ms| format!("{:.2}s", ms as f64 / 1000.0))
+                .unwrap_or_default();
+            println!(
+                "{:<14} {:<10} {:<21} {:>9}  {detail}",
+                p.phase.as_str(),
+                p.outcome.as_str(),
+                p.started_at.as_deref().unwrap_or("-"),
+                dur
+            );
+        }
+    }
+    Ok(if st == "ok" { 0 } else { 1 })
+}

@@ -1,0 +1,16 @@
+use crate::exit::{CmdResult, INVALID};
+use std::path::Path;
+
+/// Prints every error as FILE:LINE:COL: message; exit 2 if there is any.
+pub fn validate(file: &Path) -> CmdResult {
+    match emrboot_config::load(file) {
+        Ok(_) => {
+            println!("{}: valid", file.display());
+            Ok(0)
+        }
+        Err(errors) => {
+            println!("{errors}");
+            Ok(INVALID)
+        }
+    }
+}

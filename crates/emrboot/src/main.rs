@@ -1,0 +1,42 @@
+//! `emrboot`: bootstraps every node of an Amazon EMR cluster. See README.md.
+
+mod cli;
+mod commands;
+mod exit;
+mod logging;
+mod node;
+mod source;
+
+use clap::Parser;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    let runs = cli.command.logs_runs();
+    let _log = logging::init(&cli.global, runs);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("emrboot: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = match runtime.block_on(commands::dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            // Runs log to stderr and the log file; other commands answer on stderr alone.
+            if runs {
+                tracing::error!("{}", e.message);
+            } else {
+                eprintln!("emrboot: {}", e.message);
+            }
+            e.code
+        }
+    };
+    // Dropping the runtime could wait on blocking tasks (a hung DNS lookup); the outcome is known.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    std::process::exit(code);
+}
