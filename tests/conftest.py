@@ -89,3 +89,33 @@ def node(moto, aws, imds, tmp_path):
         return Node(root, kind, bench.node_env(moto, imds, root / "info", root / "state", extra_env))
 
     return make
+
+
+@pytest.fixture
+def scratch_root(tmp_path):
+    """A scratch node root for `--root`/EMRBOOT_ROOT: ROOT/etc and a few zones under
+    ROOT/usr/share/zoneinfo (copied from the host, or fake TZif files if it has none)."""
+    import helpers
+
+    return helpers.make_root(tmp_path / "root")
+
+
+@pytest.fixture
+def netbench(moto, aws, tmp_path):
+    """The seeded cluster on a real network (tests/bench/netns.py): a `lan` namespace with
+    bridge br0 and a client address, and master + core namespaces whose ens5 carries the
+    ENI's MAC and primary IP. Each node has its own IMDS emulator (impersonating it) and its own
+    counting proxy in front of moto, both reachable inside its namespace at the same
+    127.0.0.1 ports as on the host. Everything is torn down after the test, even on failure.
+
+    Returns a netns.NetBench: .master/.core (NetNode: .ns .env .info_dir .state_dir .fs_root
+    .shutdown_actions_dir .log_file .facts .run() .sh() .addresses() .nat_rules() .nat_has()
+    .actions() .calls() .clear_calls() .write_info()), .lan_ns, .client_ip, .facts, .fixed_ip,
+    .reserved_eni, .run_in(), .popen_in(), .ec2, .eni_ips(), .enis(), .instance_tags(),
+    .create_eni().
+    """
+    import netns
+
+    nb = netns.NetBench.create(moto, aws, tmp_path / "netbench")
+    yield nb
+    nb.close()

@@ -157,6 +157,10 @@ class Imds(Proc):
     def requests(self):
         return json.loads(http("GET", self.url + "/_emu/log")[2])
 
+    def issued_tokens(self):
+        """Every token the emulator has handed out (a test-only control endpoint)."""
+        return json.loads(http("GET", self.url + "/_emu/issued-tokens")[2])
+
 
 def start_imds(moto_url, instance_id, workdir, region=REGION, timeout=15.0):
     py = VENV / "bin" / "python"
@@ -175,6 +179,52 @@ def start_imds(moto_url, instance_id, workdir, region=REGION, timeout=15.0):
         time.sleep(0.05)
     proc.stop()
     raise RuntimeError(f"imds.py did not start:\n{proc.log_tail()}")
+
+
+class CountProxy(Proc):
+    """The counting proxy in front of moto (countproxy.py): what emrboot asked AWS for."""
+
+    def calls(self):
+        """Every request forwarded since the last clear(): dicts with method, path, service,
+        action, params, status."""
+        st, _, body = http("GET", self.url + "/_count/log")
+        assert st == 200, (st, body)
+        return json.loads(body)
+
+    def clear(self):
+        st, _, body = http("DELETE", self.url + "/_count/log")
+        assert st == 200, (st, body)
+
+    def count(self, action):
+        return sum(1 for c in self.calls() if c["action"] == action)
+
+    def actions(self, service=None):
+        """{Action: n} of the calls since the last clear (only SERVICE's when given)."""
+        out = {}
+        for c in self.calls():
+            if service is None or c["service"] == service:
+                out[c["action"]] = out.get(c["action"], 0) + 1
+        return out
+
+
+def start_countproxy(upstream_url, workdir, timeout=15.0):
+    """A countproxy.py forwarding to UPSTREAM_URL (moto), listening on a free loopback port."""
+    py = VENV / "bin" / "python"
+    cmd = [str(py if py.exists() else sys.executable), str(HERE / "countproxy.py"), "--port", "0",
+           "--upstream", upstream_url]
+    popen, log = _spawn("countproxy", cmd, workdir, {**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = CountProxy("countproxy", popen, None, log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.alive():
+        m = re.search(r"^COUNTPROXY_PORT=(\d+)$", log.read_text(errors="replace"), re.M)
+        if m:
+            proc.port = int(m.group(1))
+            proc.url = f"http://127.0.0.1:{proc.port}"
+            if http("GET", proc.url + "/_count/health", timeout=2)[0] == 200:
+                return proc
+        time.sleep(0.05)
+    proc.stop()
+    raise RuntimeError(f"countproxy.py did not start:\n{proc.log_tail()}")
 
 
 def _clients(moto_url, region):

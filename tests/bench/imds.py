@@ -8,7 +8,10 @@ state on every request: an IP assigned through AssignPrivateIpAddresses shows up
 Control API, no token: POST /_emu/instance {"instance_id": ...}; POST /_emu/faults {"delay_s": 2.5,
 "delay_n": N, "fail_500": N, "refuse_token": N, "drop": N, "paths": "regex"} (N: the next N matching
 requests, -1 until cleared; delay_n defaults to -1); DELETE /_emu/faults; GET|DELETE /_emu/log;
-GET /_emu/health.
+GET /_emu/health. Test-only extras: fault "revoke_tokens": N (the next N matching requests first
+forget every token issued so far, as an IMDS restart does, then are served normally: a GET with an
+old token then gets a genuine 401); GET /_emu/issued-tokens lists every token ever handed out, so
+tests can check that no log or output leaks one.
 
     python imds.py --port 0 --moto http://127.0.0.1:MP --instance-id i-xxx [--region ap-northeast-2]
 
@@ -28,7 +31,7 @@ from botocore.config import Config
 
 TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
-FAULT_COUNTS = ("drop", "fail_500", "refuse_token", "delay_n")
+FAULT_COUNTS = ("drop", "fail_500", "refuse_token", "delay_n", "revoke_tokens")
 
 
 class NotFound(Exception):
@@ -46,6 +49,7 @@ class Emulator:
             config=Config(retries={"max_attempts": 1, "mode": "standard"}))
         self.lock = threading.Lock()
         self.tokens = {}  # token -> monotonic expiry
+        self.issued = []  # every token ever handed out (GET /_emu/issued-tokens)
         self.faults = {}
         self.log = []
 
@@ -56,6 +60,7 @@ class Emulator:
         with self.lock:
             self.tokens = {t: exp for t, exp in self.tokens.items() if exp > now}
             self.tokens[token] = now + ttl
+            self.issued.append(token)
         return token
 
     def token_ok(self, token):
@@ -74,6 +79,11 @@ class Emulator:
             f = self.faults
             if not f or (f.get("paths") and not re.search(f["paths"], path)):
                 return hit
+            if f.get("revoke_tokens", 0):
+                n = f["revoke_tokens"]
+                f["revoke_tokens"] = n - 1 if n > 0 else n
+                self.tokens.clear()
+                hit["revoke_tokens"] = True
             for name in ("delay_n", "drop", "fail_500", "refuse_token"):
                 n = f.get(name, 0)
                 if n == 0 or (name == "delay_n" and not f.get("delay_s")):
@@ -250,6 +260,9 @@ def make_handler(emu):
                         if method == "DELETE":
                             emu.log.clear()
                         return reply(200, emu.log)
+                if route == ("GET", "issued-tokens"):
+                    with emu.lock:
+                        return reply(200, list(emu.issued))
                 if route == ("POST", "faults"):
                     return reply(200, emu.set_faults(self.body_json()))
                 if route == ("DELETE", "faults"):

@@ -10,7 +10,7 @@ REQS="$REPO/tests/bench/requirements.txt"
 STAMP="$VENV/.requirements.sha256"
 
 # Debian packages the bench needs; add to this list (e.g. musl-tools, nfs-ganesha, qemu-system-x86).
-BENCH_APT_PACKAGES=(iproute2 iptables)
+BENCH_APT_PACKAGES=(iproute2 iptables socat)
 BENCH_APT_PACKAGES+=(${BENCH_APT_EXTRA:-})
 
 export DEBIAN_FRONTEND=noninteractive

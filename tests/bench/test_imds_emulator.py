@@ -190,6 +190,27 @@ def test_log_never_contains_tokens(imds):
         assert t not in imds.log.read_text()
 
 
+def test_fault_revoke_tokens(imds):
+    """Like an IMDS restart: tokens issued before no longer work; a new one does."""
+    old = imds.token()
+    assert get(imds, "/latest/meta-data/instance-id", old)[0] == 200
+    imds.faults(revoke_tokens=1, paths="^/latest/meta-data/mac$")
+    assert get(imds, "/latest/meta-data/mac", old)[0] == 401  # revoked by this very request
+    assert get(imds, "/latest/meta-data/mac", old)[0] == 401  # and stays revoked
+    new = imds.token()
+    assert get(imds, "/latest/meta-data/mac", new)[0] == 200  # the count is used up
+    log = imds.requests()
+    assert [r.get("faults") for r in log if r["path"] == "/latest/meta-data/mac"] == \
+        [["revoke_tokens"], None, None]
+
+
+def test_issued_tokens_lists_every_token(imds):
+    tokens = [imds.token() for _ in range(3)]
+    issued = imds.issued_tokens()
+    assert set(tokens) <= set(issued)
+    assert imds.token() in imds.issued_tokens()
+
+
 def test_instance_switching(imds, aws):
     assert imds.get("instance-id") == aws["master"]["instance_id"]
     imds.impersonate(aws["core"]["instance_id"])

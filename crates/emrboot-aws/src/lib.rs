@@ -6,7 +6,7 @@ pub mod fetch;
 pub mod s3;
 pub mod sdk;
 
-pub use ec2::{Ec2, SdkEc2};
+pub use ec2::{Ec2, Eni, SdkEc2};
 pub use fetch::{fetch_bytes, FetchError};
 pub use s3::S3;
 pub use sdk::Aws;

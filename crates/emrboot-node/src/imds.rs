@@ -1,11 +1,16 @@
 //! IMDSv2, through aws-config's IMDS client, configured for a node that is still booting: longer
 //! timeouts and more attempts than the client's 1 s defaults, and an overall deadline per value.
 //!
-//! aws-config keeps its token until the TTL runs out, even when IMDS answers 401 (say, after
-//! IMDS restarted); on a 401 this wrapper drops the client with its token and asks again.
+//! aws-config keeps its token until the TTL runs out and, on a 401, retries with that same
+//! token (say, after IMDS restarted and forgot it). Here a 401 is not retried by the client:
+//! this wrapper drops the client with its token and asks again with a new one.
 
 use aws_config::imds::client::error::ImdsError as SdkImdsError;
 use aws_config::imds::Client;
+use aws_smithy_runtime_api::client::interceptors::context::InterceptorContext;
+use aws_smithy_runtime_api::client::retries::classifiers::{
+    ClassifyRetry, RetryAction, SharedRetryClassifier,
+};
 use ipnet::Ipv4Net;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -54,8 +59,28 @@ pub struct Imds {
     disabled: bool,
 }
 
+/// Retries server errors and failed connections (IMDS restarting at boot); leaves a 401 to
+/// the wrapper, which must fetch a new token rather than resend the old one.
+#[derive(Debug)]
+struct RetryClassifier;
+
+impl ClassifyRetry for RetryClassifier {
+    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
+        match ctx.response().map(|r| r.status().as_u16()) {
+            Some(s) if s >= 500 => RetryAction::server_error(),
+            Some(_) => RetryAction::NoActionIndicated,
+            None => RetryAction::transient_error(),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "emrboot IMDS"
+    }
+}
+
 fn build_client(deadline: Duration) -> Client {
     Client::builder()
+        .retry_classifier(SharedRetryClassifier::new(RetryClassifier))
         .connect_timeout(CONNECT_TIMEOUT)
         .read_timeout(READ_TIMEOUT)
         .max_attempts(MAX_ATTEMPTS)
@@ -81,6 +106,12 @@ impl Imds {
         }
     }
 
+    /// The same, with a shorter deadline per value (release-ip has EMR's 60 s for everything).
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = self.deadline.min(deadline);
+        self
+    }
+
     async fn client(&self) -> Client {
         let mut guard = self.client.lock().await;
         guard
@@ -99,6 +130,7 @@ impl Imds {
             path: full.clone(),
             secs: self.deadline.as_secs(),
         };
+        let mut backoff = Duration::from_millis(100);
         loop {
             let left = self
                 .deadline
@@ -110,15 +142,22 @@ impl Imds {
                 .map_err(|_| deadline_err())?;
             match answer {
                 Ok(v) => return Ok(Some(v.as_ref().to_string())),
-                Err(SdkImdsError::ErrorResponse(r)) => match r.response().status().as_u16() {
-                    404 => return Ok(None),
-                    401 => {
-                        tracing::warn!(path = %full, "IMDS answered 401; fetching a new token");
-                        *self.client.lock().await = None;
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                    status => return Err(ImdsError::Status { path: full, status }),
-                },
+                Err(SdkImdsError::ErrorResponse(r)) if r.response().status().as_u16() == 404 => {
+                    return Ok(None)
+                }
+                // A 401 on a GET (the token is stale) or a refused token PUT: start afresh.
+                Err(e @ (SdkImdsError::ErrorResponse(_) | SdkImdsError::FailedToLoadToken(_)))
+                    if is_auth_failure(&e) =>
+                {
+                    tracing::warn!(path = %full, "IMDS refused the session token; fetching a new one");
+                    *self.client.lock().await = None;
+                    tokio::time::sleep(backoff.min(left)).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                Err(SdkImdsError::ErrorResponse(r)) => {
+                    let status = r.response().status().as_u16();
+                    return Err(ImdsError::Status { path: full, status });
+                }
                 // The top-level message only: the sources can hold raw responses.
                 Err(e) => {
                     return Err(ImdsError::Failed {
@@ -180,6 +219,15 @@ impl Imds {
             primary_ip,
             local_ipv4s,
         })
+    }
+}
+
+/// 401 on a GET, or a token PUT that IMDS answered with an error status.
+fn is_auth_failure(e: &SdkImdsError) -> bool {
+    match e {
+        SdkImdsError::ErrorResponse(r) => r.response().status().as_u16() == 401,
+        SdkImdsError::FailedToLoadToken(t) => !t.is_dispatch_failure(),
+        _ => false,
     }
 }
 

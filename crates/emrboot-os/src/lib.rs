@@ -3,6 +3,8 @@
 
 pub mod atomic;
 pub mod command;
+pub mod nat;
+pub mod netlink;
 pub mod root;
 pub mod timezone;
 

@@ -2,11 +2,20 @@
 //! says which phases are built.
 
 pub mod install;
+pub mod ip_takeover;
+pub mod per_boot;
+pub mod shutdown_hook;
+pub mod tag;
 
 use emrboot_runner::Phase;
 
 /// Every phase that is built. A phase of the schema missing here fails loudly as
 /// "not implemented" when selected: the runner never pretends it succeeded.
 pub fn all() -> Vec<Box<dyn Phase>> {
-    vec![Box::new(install::Install)]
+    vec![
+        Box::new(install::Install),
+        Box::new(tag::Tag),
+        Box::new(ip_takeover::IpTakeover::default()),
+        Box::new(shutdown_hook::ShutdownHook),
+    ]
 }

@@ -138,47 +138,49 @@ pub async fn run(ctx: &Ctx, phases: &[Box<dyn Phase>], opts: &RunOptions) -> Run
         }
     }
 
-    // Check every selected phase before any of them changes the node.
-    let mut exit_code = 0;
-    let mut runnable = Vec::new();
+    // Check every selected phase before any of them changes the node. A config or environment
+    // error (Invalid) ends the run here, untouched; any other failure of a check (a phase not
+    // built, IMDS down) fails that phase in its turn, after the phases before it have run.
+    let mut invalid = false;
+    let mut queue: Vec<(usize, Result<&dyn Phase, String>)> = Vec::new();
     for (i, phase) in selected {
         let rec = &mut record.phases[i];
         let Some(phase) = phase else {
-            rec.outcome = Outcome::Failed;
-            rec.error = Some("not implemented".into());
-            exit_code = exit_code.max(i32::from(rec.required));
+            queue.push((i, Err("not implemented".into())));
             continue;
         };
         match phase.check(ctx).await {
-            Ok(Precheck::Run) => runnable.push((i, phase)),
+            Ok(Precheck::Run) => queue.push((i, Ok(phase))),
             Ok(Precheck::Skip(reason)) => {
                 tracing::info!(phase = %rec.phase, outcome = "skipped", "{reason}");
                 rec.outcome = Outcome::Skipped;
                 rec.reason = Some(reason);
             }
-            Err(e) => {
+            Err(e) if e.kind == ErrorKind::Invalid => {
                 tracing::error!(phase = %rec.phase, outcome = "invalid", "{e}");
                 rec.outcome = Outcome::Failed;
                 rec.error = Some(e.to_string());
-                let code = match e.kind {
-                    ErrorKind::Invalid => 2,
-                    ErrorKind::Failed => i32::from(rec.required),
-                };
-                exit_code = exit_code.max(code);
+                invalid = true;
             }
+            Err(e) => queue.push((i, Err(e.to_string()))),
         }
     }
-    if exit_code != 0 {
-        return finish(ctx, record, exit_code, runnable.iter().map(|(i, _)| *i));
+    if invalid {
+        let unchecked = queue.iter().map(|(i, _)| *i);
+        return finish(ctx, record, 2, unchecked);
     }
 
-    for (n, &(i, phase)) in runnable.iter().enumerate() {
+    for (n, (i, phase)) in queue.iter().enumerate() {
+        let i = *i;
         let name = record.phases[i].phase;
         record.phases[i].outcome = Outcome::Running;
         record.phases[i].started_at = Some(now_rfc3339());
         save(ctx, &record);
         let start = Instant::now();
-        let result = phase.apply(ctx).await;
+        let result = match phase {
+            Ok(phase) => phase.apply(ctx).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.clone()),
+        };
         let rec = &mut record.phases[i];
         rec.duration_ms = Some(start.elapsed().as_millis() as u64);
         match result {
@@ -205,9 +207,9 @@ pub async fn run(ctx: &Ctx, phases: &[Box<dyn Phase>], opts: &RunOptions) -> Run
             Err(e) => {
                 tracing::error!(phase = %name, outcome = "failed", required = rec.required, "{e}");
                 rec.outcome = Outcome::Failed;
-                rec.error = Some(e.to_string());
+                rec.error = Some(e);
                 if rec.required {
-                    let rest = runnable[n + 1..].iter().map(|(i, _)| *i);
+                    let rest = queue[n + 1..].iter().map(|(i, _)| *i);
                     return finish(ctx, record, 1, rest);
                 }
             }
@@ -222,9 +224,14 @@ fn finish(
     exit_code: i32,
     not_run: impl Iterator<Item = usize>,
 ) -> RunReport {
+    let why = if exit_code == 2 {
+        "the checks found a config or environment error; nothing was changed"
+    } else {
+        "an earlier required phase failed"
+    };
     for i in not_run {
         record.phases[i].outcome = Outcome::NotRun;
-        record.phases[i].reason = Some("an earlier required phase failed".into());
+        record.phases[i].reason = Some(why.into());
     }
     record.finished_at = Some(now_rfc3339());
     record.exit_code = Some(exit_code);

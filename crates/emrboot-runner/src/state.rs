@@ -60,11 +60,15 @@ impl StateDir {
         move |source| StateError::Io { path, source }
     }
 
+    /// Creates the dir, or tightens an existing one, to 0700.
     pub fn create(&self) -> Result<(), StateError> {
+        use std::os::unix::fs::PermissionsExt;
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&self.path)
+            .map_err(self.io(&self.path))?;
+        std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o700))
             .map_err(self.io(&self.path))
     }
 

@@ -6,22 +6,47 @@ use std::fs::OpenOptions;
 use std::io::IsTerminal;
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
+use tracing_subscriber::filter::{filter_fn, FilterExt};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter, Layer};
 
+/// Crates whose TRACE output dumps HTTP headers, the IMDS token among them. Whatever EMRBOOT_LOG
+/// asks for, their TRACE events are never logged.
+const HEADER_DUMPERS: [&str; 6] = [
+    "aws_smithy",
+    "aws_config",
+    "aws_runtime",
+    "hyper",
+    "h2",
+    "reqwest",
+];
+
+fn never_headers(meta: &tracing::Metadata<'_>) -> bool {
+    *meta.level() != tracing::Level::TRACE
+        || !HEADER_DUMPERS.iter().any(|c| meta.target().starts_with(c))
+}
+
 pub struct LogGuard;
+
+/// EMRBOOT_LOG (EnvFilter syntax) or the default level; the SDK's own logs, which can carry
+/// request details, stay at warn unless asked for, and their TRACE never passes.
+fn make_filter<S>(default: &str) -> impl tracing_subscriber::layer::Filter<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    EnvFilter::try_from_env("EMRBOOT_LOG")
+        .unwrap_or_else(|_| {
+            EnvFilter::new(format!(
+                "{default},aws_smithy_runtime=warn,aws_config=warn,aws_runtime=error,hyper=warn"
+            ))
+        })
+        .and(filter_fn(never_headers))
+}
 
 pub fn init(global: &Global, runs: bool) -> LogGuard {
     let default = if runs { "info" } else { "warn" };
-    // The SDK's own debug logs can carry request details; they stay at warn unless asked for.
-    let filter = || {
-        EnvFilter::try_from_env("EMRBOOT_LOG").unwrap_or_else(|_| {
-            EnvFilter::new(format!(
-                "{default},aws_smithy_runtime=warn,aws_config=warn,hyper=warn"
-            ))
-        })
-    };
+    let filter = || make_filter(default);
     let json = global.log_format == LogFormat::Json;
     let stderr = if json {
         fmt::layer()
@@ -72,10 +97,8 @@ pub fn init(global: &Global, runs: bool) -> LogGuard {
     } else {
         None
     };
-    let _ = tracing_subscriber::registry()
-        .with(stderr)
-        .with(file)
-        .try_init();
+    let layers: Vec<_> = std::iter::once(stderr).chain(file).collect();
+    let _ = tracing_subscriber::registry().with(layers).try_init();
     if let Some(e) = file_error {
         tracing::warn!("{e}; logging to stderr only");
     }

@@ -1,6 +1,7 @@
 //! One module per command; `dispatch` maps the parsed command line onto them.
 
 mod plan;
+mod release_ip;
 mod role;
 mod run;
 mod status;
@@ -28,7 +29,7 @@ pub async fn dispatch(cli: Cli) -> CmdResult {
         Command::Validate { file } => validate::validate(&file),
         Command::Role => role::role(&g).await,
         Command::Status { json } => status::status(&g, json),
-        Command::ReleaseIp { .. } => Err(Exit::failed("release-ip: not implemented")),
+        Command::ReleaseIp { config } => release_ip::release_ip(&g, config).await,
     }
 }
 

@@ -1,0 +1,126 @@
+//! The DNAT rules that send traffic for the fixed IP to the node's primary IP, through the
+//! `iptables` crate (it runs the iptables binary with an argument vector, never a shell).
+//!
+//! Both chains are needed: PREROUTING for traffic from other hosts, OUTPUT for traffic from the
+//! node itself, which never passes PREROUTING.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+pub const CHAINS: [&str; 2] = ["PREROUTING", "OUTPUT"];
+const TABLE: &str = "nat";
+/// iptables waits for the xtables lock; another agent holding it must not hang the run.
+const BOUND: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+#[error("iptables -t nat {op} {chain} {rule}: {reason}")]
+pub struct NatError {
+    pub op: &'static str,
+    pub chain: &'static str,
+    pub rule: String,
+    pub reason: String,
+}
+
+/// `-d IP/32 -j DNAT --to-destination PRIMARY`
+pub fn dnat_rule(fixed: Ipv4Addr, primary: Ipv4Addr) -> String {
+    format!("-d {fixed}/32 -j DNAT --to-destination {primary}")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Check,
+    Append,
+    Delete,
+}
+
+impl Op {
+    fn flag(self) -> &'static str {
+        match self {
+            Op::Check => "-C",
+            Op::Append => "-A",
+            Op::Delete => "-D",
+        }
+    }
+}
+
+/// Runs one iptables call off the async threads, bounded.
+async fn ipt(op: Op, chain: &'static str, rule: String) -> Result<bool, NatError> {
+    let err = |reason: String| NatError {
+        op: op.flag(),
+        chain,
+        rule: rule.clone(),
+        reason,
+    };
+    let r = rule.clone();
+    let task = tokio::task::spawn_blocking(move || -> Result<bool, String> {
+        let ipt = iptables::new(false).map_err(|e| format!("cannot run iptables: {e}"))?;
+        match op {
+            Op::Check => ipt.exists(TABLE, chain, &r).map_err(|e| e.to_string()),
+            Op::Append => ipt
+                .append(TABLE, chain, &r)
+                .map(|_| true)
+                .map_err(|e| e.to_string()),
+            Op::Delete => ipt
+                .delete(TABLE, chain, &r)
+                .map(|_| true)
+                .map_err(|e| e.to_string()),
+        }
+    });
+    match tokio::time::timeout(BOUND, task).await {
+        Ok(Ok(r)) => r.map_err(|e| err(e.trim().to_string())),
+        Ok(Err(join)) => Err(err(join.to_string())),
+        Err(_) => Err(err(format!("no answer within {}s", BOUND.as_secs()))),
+    }
+}
+
+/// Which of the two rules are present.
+pub async fn present(fixed: Ipv4Addr, primary: Ipv4Addr) -> Result<Vec<&'static str>, NatError> {
+    let mut out = Vec::new();
+    for chain in CHAINS {
+        if ipt(Op::Check, chain, dnat_rule(fixed, primary)).await? {
+            out.push(chain);
+        }
+    }
+    Ok(out)
+}
+
+/// Adds each rule that is absent; returns the chains it added to.
+pub async fn ensure(fixed: Ipv4Addr, primary: Ipv4Addr) -> Result<Vec<&'static str>, NatError> {
+    let have = present(fixed, primary).await?;
+    let mut added = Vec::new();
+    for chain in CHAINS.into_iter().filter(|c| !have.contains(c)) {
+        ipt(Op::Append, chain, dnat_rule(fixed, primary)).await?;
+        added.push(chain);
+    }
+    Ok(added)
+}
+
+/// Removes the rules, every copy of them; returns the chains it removed from.
+pub async fn remove(fixed: Ipv4Addr, primary: Ipv4Addr) -> Result<Vec<&'static str>, NatError> {
+    let mut removed = Vec::new();
+    for chain in CHAINS {
+        // Bounded: a rule can only be present a few times (the seed's script appended one per run).
+        for _ in 0..16 {
+            if !ipt(Op::Check, chain, dnat_rule(fixed, primary)).await? {
+                break;
+            }
+            ipt(Op::Delete, chain, dnat_rule(fixed, primary)).await?;
+            if !removed.contains(&chain) {
+                removed.push(chain);
+            }
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_rule_is_exactly_the_contracts() {
+        let r = super::dnat_rule(
+            "172.31.0.10".parse().unwrap(),
+            "172.31.0.4".parse().unwrap(),
+        );
+        assert_eq!(r, "-d 172.31.0.10/32 -j DNAT --to-destination 172.31.0.4");
+    }
+}

@@ -1,0 +1,309 @@
+//! Phase `ip-takeover` (primary master only) and its undo, `release-ip`.
+//!
+//! The fixed IP moves between ENIs with one AssignPrivateIpAddresses and AllowReassignment:
+//! never unassign first, or a failure between two calls leaves the IP on no ENI (the seed's bug).
+//! Everything about the node's network comes from IMDS; the Linux interface is found by MAC.
+
+use crate::per_boot;
+use anyhow::{anyhow, Context};
+use async_trait::async_trait;
+use emrboot_aws::Ec2;
+use emrboot_config::{IpTakeover as Cfg, PhaseName};
+use emrboot_node::{Imds, NetworkFacts};
+use emrboot_os::nat;
+use emrboot_os::netlink::{Link, Netlink};
+use emrboot_runner::{Ctx, Phase, PhaseError, Precheck};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+use tokio::sync::OnceCell;
+
+/// How long EC2 may take to show a reassigned IP in IMDS.
+const IMDS_WAIT: Duration = Duration::from_secs(120);
+
+/// Who holds the fixed IP before we act.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holder {
+    /// This node's ENI (IMDS lists it): no EC2 call needed.
+    Us,
+    /// The reserved ENI: take it over.
+    Reserved,
+    /// No ENI: assign it.
+    Nobody,
+}
+
+/// What the checks found; reused by plan and apply so a run makes each EC2 call once.
+#[derive(Debug, Clone)]
+pub struct Assessment {
+    pub net: NetworkFacts,
+    pub link: Link,
+    pub holder: Holder,
+}
+
+#[derive(Default)]
+pub struct IpTakeover {
+    assessed: OnceCell<Assessment>,
+}
+
+pub(crate) fn config(ctx: &Ctx) -> Result<&Cfg, PhaseError> {
+    ctx.config
+        .ip_takeover
+        .as_ref()
+        .ok_or_else(|| PhaseError::invalid(anyhow!("no [ip_takeover] table")))
+}
+
+/// HA clusters have three masters; only the primary one (job-flow.json) takes the IP.
+pub(crate) fn non_primary_reason(ctx: &Ctx) -> Option<String> {
+    let primary = ctx.node.info.primary_master_id()?;
+    (primary != ctx.node.instance_id).then(|| {
+        format!(
+            "not the primary master (job-flow.json masterInstanceId is {primary}, this is {})",
+            ctx.node.instance_id
+        )
+    })
+}
+
+/// The checks that need no EC2 call: subnet, primary IP, interface.
+fn check_network(cfg: &Cfg, net: &NetworkFacts) -> Result<(), PhaseError> {
+    if !net.subnet.contains(&cfg.address) {
+        return Err(PhaseError::invalid(anyhow!(
+            "ip_takeover.address {} is outside this node's subnet {} (IMDS subnet-ipv4-cidr-block)",
+            cfg.address,
+            net.subnet
+        )));
+    }
+    if cfg.address == net.primary_ip {
+        return Err(PhaseError::invalid(anyhow!(
+            "ip_takeover.address {} is this node's primary IP",
+            cfg.address
+        )));
+    }
+    if cfg.reserved_eni == net.interface_id {
+        return Err(PhaseError::invalid(anyhow!(
+            "ip_takeover.reserved_eni {} is this node's own ENI",
+            cfg.reserved_eni
+        )));
+    }
+    Ok(())
+}
+
+/// Who holds the IP. Ours: no call. Otherwise the reserved ENI by id, then, if it does not
+/// hold the IP, the ENIs holding that address. Any ENI but ours or the reserved one: refuse.
+pub async fn find_holder(
+    ec2: &dyn Ec2,
+    cfg: &Cfg,
+    net: &NetworkFacts,
+) -> Result<Holder, PhaseError> {
+    if net.local_ipv4s.contains(&cfg.address) {
+        return Ok(Holder::Us);
+    }
+    let reserved = ec2.eni(&cfg.reserved_eni).await?.ok_or_else(|| {
+        PhaseError::invalid(anyhow!(
+            "ip_takeover.reserved_eni {} does not exist (ec2:DescribeNetworkInterfaces)",
+            cfg.reserved_eni
+        ))
+    })?;
+    if reserved.private_ips.contains(&cfg.address) {
+        return Ok(Holder::Reserved);
+    }
+    let holders = ec2.enis_with_address(cfg.address).await?;
+    if let Some(other) = holders
+        .iter()
+        .find(|e| e.id != net.interface_id && e.id != cfg.reserved_eni)
+    {
+        return Err(PhaseError::invalid(anyhow!(
+            "{} is held by {}, which is neither this node's ENI ({}) nor the reserved ENI ({}); refusing to take it",
+            cfg.address,
+            other.id,
+            net.interface_id,
+            cfg.reserved_eni
+        )));
+    }
+    Ok(Holder::Nobody)
+}
+
+fn assign_action(cfg: &Cfg, net: &NetworkFacts, holder: &Holder) -> String {
+    let from = match holder {
+        Holder::Reserved => format!("from {}", cfg.reserved_eni),
+        _ => "(held by no ENI)".to_string(),
+    };
+    format!(
+        "ec2:AssignPrivateIpAddresses {} to {} {from}, AllowReassignment=true",
+        cfg.address, net.interface_id
+    )
+}
+
+fn addr_action(cfg: &Cfg, link: &Link) -> String {
+    format!("add {}/32 to {} (netlink)", cfg.address, link.name)
+}
+
+fn nat_action(chain: &str, cfg: &Cfg, net: &NetworkFacts) -> String {
+    format!(
+        "iptables -t nat -A {chain} {}",
+        nat::dnat_rule(cfg.address, net.primary_ip)
+    )
+}
+
+/// Polls IMDS until it lists `ip` on the interface with `mac`.
+pub async fn wait_for_imds(
+    imds: &Imds,
+    mac: &str,
+    ip: Ipv4Addr,
+    bound: Duration,
+) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        let ips = imds.local_ipv4s(mac).await?;
+        if ips.contains(&ip) {
+            tracing::info!(
+                phase = "ip-takeover",
+                waited_ms = start.elapsed().as_millis() as u64,
+                "IMDS lists {ip}"
+            );
+            return Ok(());
+        }
+        if start.elapsed() >= bound {
+            return Err(anyhow!(
+                "EC2 accepted the assignment of {ip}, but IMDS did not list it on {mac} within {}s",
+                bound.as_secs()
+            ));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+impl IpTakeover {
+    async fn assessment(&self, ctx: &Ctx) -> Result<&Assessment, PhaseError> {
+        self.assessed
+            .get_or_try_init(|| async {
+                let cfg = config(ctx)?;
+                let net = ctx.imds.network().await.map_err(PhaseError::invalid)?;
+                check_network(cfg, &net)?;
+                let nl = Netlink::connect()?;
+                let link = nl.link_by_mac(&net.mac).await.map_err(PhaseError::invalid)?;
+                let ec2 = ctx.ec2().await?;
+                let holder = find_holder(ec2.as_ref(), cfg, &net).await?;
+                tracing::info!(phase = "ip-takeover", interface = %link.name, holder = ?holder, "assessed");
+                Ok(Assessment { net, link, holder })
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl Phase for IpTakeover {
+    fn name(&self) -> PhaseName {
+        PhaseName::IpTakeover
+    }
+
+    async fn check(&self, ctx: &Ctx) -> Result<Precheck, PhaseError> {
+        if let Some(why) = non_primary_reason(ctx) {
+            return Ok(Precheck::Skip(why));
+        }
+        self.assessment(ctx).await?;
+        Ok(Precheck::Run)
+    }
+
+    async fn plan(&self, ctx: &Ctx) -> Result<Vec<String>, PhaseError> {
+        let cfg = config(ctx)?;
+        let a = self.assessment(ctx).await?;
+        let mut actions = Vec::new();
+        if a.holder != Holder::Us {
+            actions.push(assign_action(cfg, &a.net, &a.holder));
+            actions.push(format!(
+                "wait until IMDS lists {} on {}",
+                cfg.address, a.net.mac
+            ));
+        }
+        if !Netlink::connect()?
+            .has_address(&a.link, cfg.address, 32)
+            .await?
+        {
+            actions.push(addr_action(cfg, &a.link));
+        }
+        let have = nat::present(cfg.address, a.net.primary_ip).await?;
+        for chain in nat::CHAINS.into_iter().filter(|c| !have.contains(c)) {
+            actions.push(nat_action(chain, cfg, &a.net));
+        }
+        actions.extend(per_boot::ensure_boot_unit(ctx, true)?);
+        Ok(actions)
+    }
+
+    async fn apply(&self, ctx: &Ctx) -> Result<Vec<String>, PhaseError> {
+        let cfg = config(ctx)?;
+        let a = self.assessment(ctx).await?;
+        let mut actions = Vec::new();
+        if a.holder != Holder::Us {
+            let ec2 = ctx.ec2().await?;
+            ec2.assign_private_ip(&a.net.interface_id, cfg.address)
+                .await?;
+            let action = assign_action(cfg, &a.net, &a.holder);
+            tracing::info!(phase = "ip-takeover", outcome = "changed", "{action}");
+            actions.push(action);
+            wait_for_imds(&ctx.imds, &a.net.mac, cfg.address, IMDS_WAIT).await?;
+        }
+        let nl = Netlink::connect()?;
+        if nl.add_address(&a.link, cfg.address, 32).await? {
+            actions.push(addr_action(cfg, &a.link));
+        }
+        for chain in nat::ensure(cfg.address, a.net.primary_ip).await? {
+            actions.push(nat_action(chain, cfg, &a.net));
+        }
+        actions.extend(per_boot::ensure_boot_unit(ctx, false)?);
+        for action in &actions[usize::from(a.holder != Holder::Us)..] {
+            tracing::info!(phase = "ip-takeover", outcome = "changed", "{action}");
+        }
+        if actions.is_empty() {
+            tracing::info!(
+                phase = "ip-takeover",
+                outcome = "unchanged",
+                "{} already ours, on {}, with both rules",
+                cfg.address,
+                a.link.name
+            );
+        }
+        Ok(actions)
+    }
+}
+
+/// `release-ip`: the IP back to the reserved ENI in one call, then the /32 and both rules off
+/// this node. Each step is skipped when already done, so a second call changes nothing.
+pub async fn release(cfg: &Cfg, imds: &Imds, ec2: &dyn Ec2) -> anyhow::Result<Vec<String>> {
+    let mut actions = Vec::new();
+    let net = imds.network().await.context("release-ip")?;
+    let reserved = ec2
+        .eni(&cfg.reserved_eni)
+        .await?
+        .ok_or_else(|| anyhow!("reserved ENI {} does not exist", cfg.reserved_eni))?;
+    let mut ec2_error = None;
+    if !reserved.private_ips.contains(&cfg.address) {
+        match ec2.assign_private_ip(&cfg.reserved_eni, cfg.address).await {
+            Ok(()) => actions.push(format!(
+                "ec2:AssignPrivateIpAddresses {} to {}, AllowReassignment=true",
+                cfg.address, cfg.reserved_eni
+            )),
+            // The node is going away: still take the address and rules off it, then report.
+            Err(e) => ec2_error = Some(e),
+        }
+    }
+    let nl = Netlink::connect()?;
+    let link = nl.link_by_mac(&net.mac).await?;
+    if nl.remove_address(&link, cfg.address, 32).await? {
+        actions.push(format!(
+            "remove {}/32 from {} (netlink)",
+            cfg.address, link.name
+        ));
+    }
+    for chain in nat::remove(cfg.address, net.primary_ip).await? {
+        actions.push(format!(
+            "iptables -t nat -D {chain} {}",
+            nat::dnat_rule(cfg.address, net.primary_ip)
+        ));
+    }
+    match ec2_error {
+        Some(e) => Err(anyhow!(e).context(format!("release-ip: cannot give {} back", cfg.address))),
+        None => Ok(actions),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,212 @@
+//! Unit tests against a fake that models EC2 where moto does not: in moto AllowReassignment is
+//! ignored (an IP held by another ENI is assigned anyway and then sits on both ENIs), and its
+//! address filter sees primary IPs only. This fake refuses a held IP without AllowReassignment,
+//! moves it with, and sees secondary IPs in the filter, as EC2 does.
+
+use super::*;
+use emrboot_aws::{AwsError, Eni};
+use emrboot_config::{Common, Role};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+#[derive(Default)]
+struct FakeEc2 {
+    enis: Mutex<BTreeMap<String, Vec<Ipv4Addr>>>,
+    calls: Mutex<Vec<String>>,
+}
+
+impl FakeEc2 {
+    fn with(enis: &[(&str, &[&str])]) -> Self {
+        let f = FakeEc2::default();
+        for (id, ips) in enis {
+            let ips = ips.iter().map(|s| s.parse().unwrap()).collect();
+            f.enis.lock().unwrap().insert(id.to_string(), ips);
+        }
+        f
+    }
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+    fn holders(&self, ip: Ipv4Addr) -> Vec<String> {
+        let enis = self.enis.lock().unwrap();
+        enis.iter()
+            .filter(|(_, v)| v.contains(&ip))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+    /// What EC2 does: without AllowReassignment a held IP is an error; with it the IP moves.
+    fn assign(&self, eni: &str, ip: Ipv4Addr, allow_reassignment: bool) -> Result<(), AwsError> {
+        let mut enis = self.enis.lock().unwrap();
+        let held_elsewhere = enis.iter().any(|(k, v)| k != eni && v.contains(&ip));
+        if held_elsewhere && !allow_reassignment {
+            return Err(AwsError {
+                call: "ec2:AssignPrivateIpAddresses",
+                code: Some("InvalidParameterValue".into()),
+                message: format!("{ip} is already assigned"),
+            });
+        }
+        for v in enis.values_mut() {
+            v.retain(|a| *a != ip);
+        }
+        enis.get_mut(eni).unwrap().push(ip);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Ec2 for FakeEc2 {
+    async fn instance_tags(&self, _: &str) -> Result<BTreeMap<String, String>, AwsError> {
+        unreachable!("ip-takeover reads no tags")
+    }
+    async fn create_tags(&self, _: &str, _: &BTreeMap<String, String>) -> Result<(), AwsError> {
+        unreachable!("ip-takeover writes no tags")
+    }
+    async fn eni(&self, id: &str) -> Result<Option<Eni>, AwsError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("DescribeNetworkInterfaces id={id}"));
+        let enis = self.enis.lock().unwrap();
+        Ok(enis.get(id).map(|ips| Eni {
+            id: id.into(),
+            private_ips: ips.clone(),
+        }))
+    }
+    async fn enis_with_address(&self, ip: Ipv4Addr) -> Result<Vec<Eni>, AwsError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("DescribeNetworkInterfaces address={ip}"));
+        let enis = self.enis.lock().unwrap();
+        Ok(enis
+            .iter()
+            .filter(|(_, v)| v.contains(&ip))
+            .map(|(k, v)| Eni {
+                id: k.clone(),
+                private_ips: v.clone(),
+            })
+            .collect())
+    }
+    async fn assign_private_ip(&self, eni: &str, ip: Ipv4Addr) -> Result<(), AwsError> {
+        // SdkEc2 always sends AllowReassignment=true (see emrboot-aws's wire test); model that.
+        self.calls.lock().unwrap().push(format!(
+            "AssignPrivateIpAddresses {ip} -> {eni} AllowReassignment=true"
+        ));
+        self.assign(eni, ip, true)
+    }
+}
+
+const FIXED: &str = "172.31.5.10";
+
+fn cfg() -> Cfg {
+    Cfg {
+        common: Common {
+            roles: vec![Role::Master],
+            required: true,
+        },
+        address: FIXED.parse().unwrap(),
+        reserved_eni: "eni-reserved00".into(),
+    }
+}
+
+fn net(local: &[&str]) -> NetworkFacts {
+    NetworkFacts {
+        mac: "02:00:00:00:00:01".into(),
+        interface_id: "eni-master000".into(),
+        subnet: "172.31.0.0/20".parse().unwrap(),
+        primary_ip: "172.31.0.4".parse().unwrap(),
+        local_ipv4s: local.iter().map(|s| s.parse().unwrap()).collect(),
+    }
+}
+
+#[tokio::test]
+async fn the_reserved_eni_hands_over_in_one_call_without_unassign() {
+    let ec2 = FakeEc2::with(&[
+        ("eni-reserved00", &["172.31.9.9", FIXED]),
+        ("eni-master000", &["172.31.0.4"]),
+    ]);
+    let holder = find_holder(&ec2, &cfg(), &net(&["172.31.0.4"]))
+        .await
+        .unwrap();
+    assert_eq!(holder, Holder::Reserved);
+    ec2.assign_private_ip("eni-master000", FIXED.parse().unwrap())
+        .await
+        .unwrap();
+    let calls = ec2.calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert!(calls.iter().all(|c| !c.contains("Unassign")));
+    assert!(calls[1].contains("AllowReassignment=true"));
+    // the IP moved, and was never held by no ENI in between (one call did it)
+    assert_eq!(ec2.holders(FIXED.parse().unwrap()), vec!["eni-master000"]);
+}
+
+#[tokio::test]
+async fn without_allow_reassignment_ec2_would_refuse() {
+    let ec2 = FakeEc2::with(&[("eni-reserved00", &[FIXED]), ("eni-master000", &[])]);
+    assert!(ec2
+        .assign("eni-master000", FIXED.parse().unwrap(), false)
+        .is_err());
+}
+
+#[tokio::test]
+async fn ours_makes_no_call() {
+    let ec2 = FakeEc2::default();
+    let holder = find_holder(&ec2, &cfg(), &net(&["172.31.0.4", FIXED]))
+        .await
+        .unwrap();
+    assert_eq!(holder, Holder::Us);
+    assert!(ec2.calls().is_empty());
+}
+
+#[tokio::test]
+async fn a_secondary_ip_on_another_eni_is_refused_naming_it() {
+    let ec2 = FakeEc2::with(&[
+        ("eni-reserved00", &["172.31.9.9"]),
+        ("eni-other0000", &["172.31.7.7", FIXED]),
+    ]);
+    let e = find_holder(&ec2, &cfg(), &net(&["172.31.0.4"]))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("eni-other0000"), "{e}");
+    assert!(ec2.calls().iter().all(|c| !c.starts_with("Assign")));
+}
+
+#[tokio::test]
+async fn nobody_holding_it_means_assign() {
+    let ec2 = FakeEc2::with(&[("eni-reserved00", &["172.31.9.9"])]);
+    let holder = find_holder(&ec2, &cfg(), &net(&["172.31.0.4"]))
+        .await
+        .unwrap();
+    assert_eq!(holder, Holder::Nobody);
+}
+
+#[tokio::test]
+async fn a_missing_reserved_eni_is_a_config_error() {
+    let ec2 = FakeEc2::default();
+    let e = find_holder(&ec2, &cfg(), &net(&["172.31.0.4"]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, emrboot_runner::phase::ErrorKind::Invalid);
+    assert!(
+        e.to_string().contains("eni-reserved00 does not exist"),
+        "{e}"
+    );
+}
+
+#[test]
+fn network_checks() {
+    let mut c = cfg();
+    c.address = "10.0.0.10".parse().unwrap();
+    let e = check_network(&c, &net(&[])).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("outside this node's subnet 172.31.0.0/20"),
+        "{e}"
+    );
+    c.address = "172.31.0.4".parse().unwrap();
+    assert!(check_network(&c, &net(&[]))
+        .unwrap_err()
+        .to_string()
+        .contains("primary IP"));
+    assert!(check_network(&cfg(), &net(&[])).is_ok());
+}

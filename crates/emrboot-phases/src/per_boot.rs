@@ -1,0 +1,72 @@
+//! What the per-boot phases (efs-mount, ip-takeover) leave so that a reboot re-applies them:
+//! a kept copy of emrboot in the state dir and the systemd unit that runs it at boot.
+
+use anyhow::Context;
+use emrboot_os::atomic;
+use emrboot_runner::Ctx;
+use std::path::PathBuf;
+
+/// The unit as shipped in systemd/ (for the RPM, with /usr/bin/emrboot).
+const UNIT_TEMPLATE: &str = include_str!("../../../systemd/emrboot-boot.service");
+pub const UNIT_NAME: &str = "emrboot-boot.service";
+const UNIT_DIR: &str = "/etc/systemd/system";
+
+/// The copy of emrboot that the shutdown action and the boot unit exec: where EMR downloaded
+/// the bootstrap action is not promised to last, and neither may need S3 to start.
+pub fn kept_binary(ctx: &Ctx) -> PathBuf {
+    ctx.state.path.join("bin").join("emrboot")
+}
+
+/// Copies this binary to `kept_binary` unless the copy is already identical.
+pub fn ensure_kept_binary(ctx: &Ctx, dry_run: bool) -> anyhow::Result<Option<String>> {
+    let kept = kept_binary(ctx);
+    let me =
+        std::fs::read(&ctx.self_exe).with_context(|| format!("read {}", ctx.self_exe.display()))?;
+    if std::fs::read(&kept).is_ok_and(|k| k == me) {
+        return Ok(None);
+    }
+    if !dry_run {
+        atomic::write(&kept, &me, 0o755)?;
+    }
+    Ok(Some(format!(
+        "copy {} to {} (0755)",
+        ctx.self_exe.display(),
+        kept.display()
+    )))
+}
+
+/// The unit text for this node: the kept binary and this state dir.
+pub fn unit_text(ctx: &Ctx) -> String {
+    let state = ctx.state.path.display().to_string();
+    UNIT_TEMPLATE
+        .replace("/usr/bin/emrboot", &kept_binary(ctx).display().to_string())
+        .replace("/var/lib/emrboot", &state)
+}
+
+/// Installs and enables the boot unit (file plus the multi-user.target.wants link that
+/// `systemctl enable` would make), under the node's root.
+pub fn ensure_boot_unit(ctx: &Ctx, dry_run: bool) -> anyhow::Result<Vec<String>> {
+    let mut actions = Vec::new();
+    actions.extend(ensure_kept_binary(ctx, dry_run)?);
+    let unit = ctx.root.join(UNIT_DIR).join(UNIT_NAME);
+    let text = unit_text(ctx);
+    if std::fs::read_to_string(&unit).map_or(true, |t| t != text) {
+        if !dry_run {
+            atomic::write(&unit, text.as_bytes(), 0o644)?;
+        }
+        actions.push(format!("write {UNIT_DIR}/{UNIT_NAME}"));
+    }
+    let link = ctx
+        .root
+        .join(UNIT_DIR)
+        .join("multi-user.target.wants")
+        .join(UNIT_NAME);
+    let target = PathBuf::from(UNIT_DIR).join(UNIT_NAME);
+    if std::fs::read_link(&link).map_or(true, |t| t != target) {
+        if !dry_run {
+            atomic::symlink(&target, &link)?;
+        }
+        actions.push(format!("enable {UNIT_NAME} (multi-user.target.wants)"));
+    }
+    Ok(actions)
+}

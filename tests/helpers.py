@@ -1,0 +1,109 @@
+"""Shared helpers for the end-to-end tests of emrboot (not fixtures: those are in conftest.py)."""
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import bench
+
+ZONEINFO = Path("/usr/share/zoneinfo")
+# What a crash or an unhandled error looks like, from Rust or from a Python wrapper.
+CRASH_MARKERS = ("panicked", "RUST_BACKTRACE", "Traceback (most recent call last)", "stack backtrace")
+PHASES = ("install", "tag", "efs-mount", "ip-takeover", "shutdown-hook")
+
+
+def assert_no_crash(cp):
+    for text in (cp.stdout, cp.stderr):
+        for marker in CRASH_MARKERS:
+            assert marker not in text, f"emrboot crashed ({marker!r}):\n{cp.stdout}\n{cp.stderr}"
+
+
+def offline_env(tmp_path, **extra):
+    """An environment for commands that need no AWS: IMDS disabled, no moto, no host AWS config."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "EMRBOOT_"))}
+    env.update({
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": str(tmp_path / "aws-config-absent"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "aws-credentials-absent"),
+        # Endpoints nobody listens on: a stray AWS call fails fast instead of leaving the host.
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+        "AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:9",
+        "AWS_REGION": bench.REGION,
+        "EMRBOOT_STATE_DIR": str(tmp_path / "offline-state"),
+        "EMRBOOT_LOG_FILE": str(tmp_path / "offline-emrboot.log"),
+        "EMRBOOT_SHUTDOWN_ACTIONS_DIR": str(tmp_path / "offline-shutdown-actions"),
+    })
+    env.update(extra)
+    return env
+
+
+def emrboot(*args, env, timeout=60, cwd=None):
+    exe = bench.emrboot_bin()
+    assert exe.is_file(), f"emrboot binary not found at {exe}"
+    return subprocess.run([str(exe), *map(str, args)], env=env, text=True, capture_output=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL, cwd=cwd)
+
+
+def make_root(root):
+    """A scratch node root: ROOT/etc and ROOT/usr/share/zoneinfo/{Asia/Seoul,UTC,Europe/Paris}."""
+    (root / "etc").mkdir(parents=True)
+    for zone in ("Asia/Seoul", "UTC", "Europe/Paris"):
+        dst = root / "usr/share/zoneinfo" / zone
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        src = ZONEINFO / zone
+        if src.is_file():
+            shutil.copyfile(src, dst)
+        else:  # a minimal TZif header is all emrboot may look at
+            dst.write_bytes(b"TZif2" + b"\0" * 39)
+    return root
+
+
+def snapshot(top):
+    """Every path under TOP with its type and content (file bytes, symlink target): to prove that
+    nothing changed."""
+    top = Path(top)
+    if not top.exists():
+        return None
+    out = {}
+    for p in sorted(top.rglob("*")):
+        rel = str(p.relative_to(top))
+        if p.is_symlink():
+            out[rel] = ("link", os.readlink(p))
+        elif p.is_dir():
+            out[rel] = ("dir", oct(p.stat().st_mode & 0o7777))
+        else:
+            out[rel] = ("file", oct(p.stat().st_mode & 0o7777), p.read_bytes())
+    return out
+
+
+def status_json(node):
+    cp = node.run("status", "--json")
+    assert_no_crash(cp)
+    try:
+        return cp.returncode, json.loads(cp.stdout)
+    except json.JSONDecodeError:
+        raise AssertionError(f"status --json printed no JSON (exit {cp.returncode}):\n{cp.stdout}\n{cp.stderr}")
+
+
+def phase(status, name):
+    found = [p for p in status["phases"] if p["phase"] == name]
+    assert len(found) == 1, f"phase {name} appears {len(found)} times in {status['phases']}"
+    return found[0]
+
+
+def plan_lines(stdout):
+    """{phase: [its lines]} from plan's output, in output order, plus the header lines."""
+    header, phases, current = [], {}, None
+    for line in stdout.splitlines():
+        for i, name in enumerate(PHASES, 1):
+            if line.startswith(f"{i}. {name}:"):
+                current = name
+                phases[name] = [line]
+                break
+        else:
+            if current is None:
+                header.append(line)
+            elif line.strip():
+                phases[current].append(line)
+    return header, phases
