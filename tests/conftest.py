@@ -86,7 +86,10 @@ def node(moto, aws, imds, tmp_path):
         if impersonate:
             who = "master" if bench.ROLE_OF_KIND[kind] == "Master" else "core"
             imds.impersonate(aws[who]["instance_id"])
-        return Node(root, kind, bench.node_env(moto, imds, root / "info", root / "state", extra_env))
+        # Never this machine's own /etc: a scratch root unless the test brings its own.
+        env_extra = {"EMRBOOT_ROOT": str(root / "root"), **(extra_env or {})}
+        (root / "root" / "etc").mkdir(parents=True)
+        return Node(root, kind, bench.node_env(moto, imds, root / "info", root / "state", env_extra))
 
     return make
 

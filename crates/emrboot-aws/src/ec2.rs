@@ -11,6 +11,8 @@ use std::net::Ipv4Addr;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Eni {
     pub id: String,
+    /// The ENI's primary private IP: EC2 never moves it to another ENI.
+    pub primary_ip: Option<Ipv4Addr>,
     pub private_ips: Vec<Ipv4Addr>,
 }
 
@@ -56,6 +58,7 @@ fn filter(name: &str, value: &str) -> Filter {
 fn to_eni(ni: &aws_sdk_ec2::types::NetworkInterface) -> Eni {
     Eni {
         id: ni.network_interface_id().unwrap_or_default().to_string(),
+        primary_ip: ni.private_ip_address().and_then(|a| a.parse().ok()),
         private_ips: ni
             .private_ip_addresses()
             .iter()

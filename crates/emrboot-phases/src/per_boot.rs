@@ -35,12 +35,58 @@ pub fn ensure_kept_binary(ctx: &Ctx, dry_run: bool) -> anyhow::Result<Option<Str
     )))
 }
 
-/// The unit text for this node: the kept binary and this state dir.
+/// The unit text for this node: the kept binary and this state dir in place of the shipped
+/// unit's /usr/bin/emrboot and /var/lib/emrboot.
 pub fn unit_text(ctx: &Ctx) -> String {
+    let exe = kept_binary(ctx).display().to_string();
     let state = ctx.state.path.display().to_string();
     UNIT_TEMPLATE
-        .replace("/usr/bin/emrboot", &kept_binary(ctx).display().to_string())
-        .replace("/var/lib/emrboot", &state)
+        .lines()
+        .map(|line| {
+            // ExecStart takes quoted words; ConditionPathExists takes the rest of the line.
+            let quote = if line.starts_with("ExecStart=") {
+                systemd_quote
+            } else {
+                systemd_escape
+            };
+            substitute(
+                line,
+                &[
+                    ("/usr/bin/emrboot", quote(&exe)),
+                    ("/var/lib/emrboot", quote(&state)),
+                ],
+            )
+        })
+        .map(|l| l + "\n")
+        .collect()
+}
+
+/// Replaces each needle in one left-to-right pass, so a replacement is never searched again.
+fn substitute(text: &str, pairs: &[(&str, String)]) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some((at, needle, with)) = pairs
+        .iter()
+        .filter_map(|(n, w)| rest.find(n).map(|at| (at, *n, w)))
+        .min_by_key(|(at, _, _)| *at)
+    {
+        out.push_str(&rest[..at]);
+        out.push_str(with);
+        rest = &rest[at + needle.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `%` is a specifier in unit files.
+fn systemd_escape(s: &str) -> String {
+    s.replace('%', "%%")
+}
+
+/// A double-quoted word for ExecStart.
+fn systemd_quote(s: &str) -> String {
+    let inner = systemd_escape(s).replace('\\', "\\\\").replace('"', "\\\"");
+    format!("\"{inner}\"")
 }
 
 /// Installs and enables the boot unit (file plus the multi-user.target.wants link that
@@ -69,4 +115,23 @@ pub fn ensure_boot_unit(ctx: &Ctx, dry_run: bool) -> anyhow::Result<Vec<String>>
         actions.push(format!("enable {UNIT_NAME} (multi-user.target.wants)"));
     }
     Ok(actions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn substitution_is_one_pass() {
+        let pairs = [("/var/lib/emrboot", "/x/var/lib/emrboot-blue".to_string())];
+        assert_eq!(
+            substitute("a /var/lib/emrboot b", &pairs),
+            "a /x/var/lib/emrboot-blue b"
+        );
+    }
+
+    #[test]
+    fn exec_words_are_quoted_for_systemd() {
+        assert_eq!(systemd_quote("/a b/c\"d%"), "\"/a b/c\\\"d%%\"");
+    }
 }

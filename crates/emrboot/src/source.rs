@@ -2,7 +2,7 @@
 
 use crate::exit::Exit;
 use emrboot_aws::{fetch_bytes, Aws};
-use emrboot_config::{values, Config};
+use emrboot_config::{values, Config, Location};
 
 /// Configs are a few KB; this bounds what a wrong URL can make us hold.
 const MAX_CONFIG: u64 = 1 << 20;
@@ -14,9 +14,12 @@ pub struct Loaded {
 }
 
 pub async fn load(aws: &Aws, src: &str) -> Result<Loaded, Exit> {
-    let loc = values::location(src, false, true)
-        .or_else(|_| values::location(&absolute(src)?, false, true))
-        .map_err(|e| Exit::invalid(format!("--config: {e}")))?;
+    let loc = if src.contains("://") {
+        values::location(src, false, false)
+    } else {
+        absolute(src).map(|path| Location::Path { path })
+    }
+    .map_err(|e| Exit::invalid(format!("--config: {e}")))?;
     let bytes = fetch_bytes(aws, &loc, MAX_CONFIG)
         .await
         .map_err(|e| Exit::invalid(format!("--config {src}: {e}")))?;
@@ -30,12 +33,10 @@ pub async fn load(aws: &Aws, src: &str) -> Result<Loaded, Exit> {
     })
 }
 
-/// A relative local path, made absolute against the working directory.
-fn absolute(src: &str) -> Result<String, String> {
-    if src.contains("://") {
-        return Err(format!("{src:?} is not an https:// or s3:// URL or a path"));
+/// A local path (any characters: it is never given to a shell), made absolute.
+fn absolute(src: &str) -> Result<std::path::PathBuf, String> {
+    if src.is_empty() {
+        return Err("empty path".into());
     }
-    std::path::absolute(src)
-        .map(|p| p.display().to_string())
-        .map_err(|e| format!("{src}: {e}"))
+    std::path::absolute(src).map_err(|e| format!("{src}: {e}"))
 }

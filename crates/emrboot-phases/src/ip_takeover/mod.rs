@@ -102,6 +102,14 @@ pub async fn find_holder(
             cfg.reserved_eni
         ))
     })?;
+    if reserved.primary_ip == Some(cfg.address) {
+        return Err(PhaseError::invalid(anyhow!(
+            "ip_takeover.address {} is the primary IP of the reserved ENI {}; EC2 never moves a \
+             primary IP: use one of its secondary IPs",
+            cfg.address,
+            cfg.reserved_eni
+        )));
+    }
     if reserved.private_ips.contains(&cfg.address) {
         return Ok(Holder::Reserved);
     }

@@ -67,10 +67,7 @@ impl Ec2 for FakeEc2 {
             .unwrap()
             .push(format!("DescribeNetworkInterfaces id={id}"));
         let enis = self.enis.lock().unwrap();
-        Ok(enis.get(id).map(|ips| Eni {
-            id: id.into(),
-            private_ips: ips.clone(),
-        }))
+        Ok(enis.get(id).map(|ips| eni(id, ips)))
     }
     async fn enis_with_address(&self, ip: Ipv4Addr) -> Result<Vec<Eni>, AwsError> {
         self.calls
@@ -81,10 +78,7 @@ impl Ec2 for FakeEc2 {
         Ok(enis
             .iter()
             .filter(|(_, v)| v.contains(&ip))
-            .map(|(k, v)| Eni {
-                id: k.clone(),
-                private_ips: v.clone(),
-            })
+            .map(|(k, v)| eni(k, v))
             .collect())
     }
     async fn assign_private_ip(&self, eni: &str, ip: Ipv4Addr) -> Result<(), AwsError> {
@@ -93,6 +87,15 @@ impl Ec2 for FakeEc2 {
             "AssignPrivateIpAddresses {ip} -> {eni} AllowReassignment=true"
         ));
         self.assign(eni, ip, true)
+    }
+}
+
+/// The first address of an ENI is its primary, as EC2 lists it.
+fn eni(id: &str, ips: &[Ipv4Addr]) -> Eni {
+    Eni {
+        id: id.into(),
+        primary_ip: ips.first().copied(),
+        private_ips: ips.to_vec(),
     }
 }
 
@@ -142,7 +145,10 @@ async fn the_reserved_eni_hands_over_in_one_call_without_unassign() {
 
 #[tokio::test]
 async fn without_allow_reassignment_ec2_would_refuse() {
-    let ec2 = FakeEc2::with(&[("eni-reserved00", &[FIXED]), ("eni-master000", &[])]);
+    let ec2 = FakeEc2::with(&[
+        ("eni-reserved00", &["172.31.9.9", FIXED]),
+        ("eni-master000", &["172.31.0.4"]),
+    ]);
     assert!(ec2
         .assign("eni-master000", FIXED.parse().unwrap(), false)
         .is_err());
@@ -169,6 +175,19 @@ async fn a_secondary_ip_on_another_eni_is_refused_naming_it() {
         .unwrap_err();
     assert!(e.to_string().contains("eni-other0000"), "{e}");
     assert!(ec2.calls().iter().all(|c| !c.starts_with("Assign")));
+}
+
+#[tokio::test]
+async fn the_reserved_enis_primary_ip_is_refused() {
+    let ec2 = FakeEc2::with(&[("eni-reserved00", &[FIXED, "172.31.9.9"])]);
+    let e = find_holder(&ec2, &cfg(), &net(&["172.31.0.4"]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, emrboot_runner::phase::ErrorKind::Invalid);
+    assert!(
+        e.to_string().contains("primary IP of the reserved ENI"),
+        "{e}"
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,147 @@
+"""End to end: the `shutdown-hook` phase's action file and `release-ip`, on the netbench.
+
+moto keeps a reassigned IP on both ENIs (it ignores AllowReassignment); where a test needs moto to
+look like EC2 after the takeover, it takes the IP off the reserved ENI itself
+(net_helpers.emulate_reassignment), straight in moto, not through the node's counting proxy.
+"""
+import os
+import stat
+
+import bench
+
+from net_helpers import (TEST_PORT, aws_state, connect, ec2_calls, emulate_reassignment, mutating,
+                         os_state, start_server, write_config)
+
+ACTION = "emrboot-release-ip.sh"
+
+
+def take_over(nb):
+    cfg = write_config(nb, nb.master)
+    nb.master.run("run", "--config", cfg, check=0)
+    assert nb.fixed_ip in nb.eni_ips(nb.master.eni_id)
+    assert f"{nb.fixed_ip}/32" in nb.master.addresses()
+    return cfg
+
+
+def shutdown_env(node):
+    """The node's environment minus the emrboot dirs the action must not depend on: the action
+    itself names the state dir."""
+    return {k: v for k, v in node.env.items() if k not in ("EMRBOOT_STATE_DIR", "EMRBOOT_INFO_DIR")}
+
+
+def mode(p):
+    return stat.S_IMODE(os.stat(p).st_mode)
+
+
+def test_shutdown_action_only_execs_the_kept_emrboot(netbench):
+    nb, m = netbench, netbench.master
+    exe_bytes = bench.emrboot_bin().read_bytes()
+    cfg = take_over(nb)
+    action = m.shutdown_actions_dir / ACTION
+    kept = m.state_dir / "bin" / "emrboot"
+
+    assert action.is_file()
+    assert mode(action) == 0o755, oct(mode(action))
+    text = action.read_text()
+    assert text.startswith("#!/bin/sh\n"), text
+    code = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert code == [f"exec '{kept}' --state-dir '{m.state_dir}' release-ip"], text
+    # the kept copy is this very binary, executable; the config copy is private
+    assert kept.is_file() and mode(kept) == 0o755, oct(mode(kept))
+    assert kept.read_bytes() == exe_bytes, "the kept emrboot differs from the binary that ran"
+    copy = m.state_dir / "config.toml"
+    assert copy.is_file() and mode(copy) == 0o600, oct(mode(copy))
+    assert copy.read_text() == cfg.read_text()
+
+
+def test_the_action_gives_the_ip_back_and_a_second_call_changes_nothing(netbench):
+    nb, m = netbench, netbench.master
+    fixed, primary = nb.fixed_ip, m.primary_ip
+    take_over(nb)
+    emulate_reassignment(nb, fixed, m.eni_id)  # as EC2 leaves it: the reserved ENI lost it
+    assert fixed not in nb.eni_ips(nb.reserved_eni)
+    start_server(nb, m.ns, primary, TEST_PORT, "still here")
+    assert connect(nb, nb.lan_ns, fixed, TEST_PORT)[:2] == (0, "still here")
+    action = m.shutdown_actions_dir / ACTION
+    m.clear_calls()
+
+    cp = m.sh("sh", action, env=shutdown_env(m), timeout=90)
+
+    assert cp.returncode == 0, f"exit {cp.returncode}\n{cp.stdout}\n{cp.stderr}"
+    assert fixed in nb.eni_ips(nb.reserved_eni), nb.enis()
+    assert f"{fixed}/32" not in m.addresses(), m.addresses()
+    assert f"{primary}/20" in m.addresses()
+    assert not m.nat_has("PREROUTING", fixed, primary), m.nat_rules("PREROUTING")
+    assert not m.nat_has("OUTPUT", fixed, primary), m.nat_rules("OUTPUT")
+    calls = m.actions()
+    assert mutating(calls) == {"AssignPrivateIpAddresses": 1}, calls
+    (assign,) = ec2_calls(m, "AssignPrivateIpAddresses")
+    assert assign["params"].get("NetworkInterfaceId") == nb.reserved_eni, assign
+    assert assign["params"].get("PrivateIpAddress.1") == fixed, assign
+    assert assign["params"].get("AllowReassignment") == "true", assign
+    # the fixed IP no longer leads to this node
+    rc, out, _ = connect(nb, nb.lan_ns, fixed, TEST_PORT, timeout=3)
+    assert rc != 0, f"{fixed} still answered after release-ip: {out!r}"
+
+    before_aws, before_os = aws_state(nb), os_state(nb, m)
+    m.clear_calls()
+    cp = m.sh("sh", action, env=shutdown_env(m), timeout=90)
+    assert cp.returncode == 0, f"exit {cp.returncode}\n{cp.stdout}\n{cp.stderr}"
+    calls = m.actions()
+    assert "AssignPrivateIpAddresses" not in calls, calls
+    assert mutating(calls) == {}, calls
+    assert aws_state(nb) == before_aws
+    assert os_state(nb, m) == before_os
+
+
+def test_release_ip_removes_every_copy_of_the_rules(netbench):
+    """The seed's script appended one rule per run: release-ip must leave none behind."""
+    nb, m = netbench, netbench.master
+    fixed, primary = nb.fixed_ip, m.primary_ip
+    take_over(nb)
+    for chain in ("PREROUTING", "OUTPUT"):
+        m.sh("iptables", "-t", "nat", "-A", chain, "-d", f"{fixed}/32", "-j", "DNAT",
+             "--to-destination", primary, check=0)
+        assert len(m.nat_rules(chain)) == 2, m.nat_rules(chain)
+
+    m.run("release-ip", check=0)
+
+    assert m.nat_rules("PREROUTING") == [] and m.nat_rules("OUTPUT") == []
+    assert f"{fixed}/32" not in m.addresses()
+
+
+def test_release_ip_with_an_explicit_config(netbench):
+    """`release-ip --config SRC` reads SRC, not the copy in the state dir."""
+    nb, m = netbench, netbench.master
+    fixed, primary = nb.fixed_ip, m.primary_ip
+    take_over(nb)
+    emulate_reassignment(nb, fixed, m.eni_id)
+    (m.state_dir / "config.toml").write_text("this is not TOML [\n")  # must not be read
+    other = write_config(nb, m, name="release.toml", tags=False)
+    m.clear_calls()
+
+    m.run("release-ip", "--config", other, check=0)
+
+    assert fixed in nb.eni_ips(nb.reserved_eni), nb.enis()
+    assert f"{fixed}/32" not in m.addresses()
+    assert not m.nat_has("PREROUTING", fixed, primary) and not m.nat_has("OUTPUT", fixed, primary)
+    assert mutating(m.actions()) == {"AssignPrivateIpAddresses": 1}, m.actions()
+
+
+def test_the_action_works_with_a_state_dir_that_needs_quoting(netbench):
+    nb, m = netbench, netbench.master
+    fixed = nb.fixed_ip
+    m.state_dir = m.root / "state dir's $HOME"
+    m.state_dir.mkdir()
+    m.env["EMRBOOT_STATE_DIR"] = str(m.state_dir)
+    take_over(nb)
+    emulate_reassignment(nb, fixed, m.eni_id)
+    action = m.shutdown_actions_dir / ACTION
+    assert (m.state_dir / "bin" / "emrboot").is_file()
+
+    cp = m.sh("sh", action, env=shutdown_env(m), timeout=90)
+
+    assert cp.returncode == 0, f"exit {cp.returncode}\n{cp.stdout}\n{cp.stderr}"
+    assert fixed in nb.eni_ips(nb.reserved_eni)
+    assert f"{fixed}/32" not in m.addresses()
+    assert not m.nat_has("PREROUTING", fixed, m.primary_ip)
