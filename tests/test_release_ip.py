@@ -145,3 +145,35 @@ def test_the_action_works_with_a_state_dir_that_needs_quoting(netbench):
     assert fixed in nb.eni_ips(nb.reserved_eni)
     assert f"{fixed}/32" not in m.addresses()
     assert not m.nat_has("PREROUTING", fixed, m.primary_ip)
+
+
+def test_release_ip_is_bounded_when_ec2_hangs(node, aws, moto, tmp_path):
+    """EMR gives a shutdown action 60 s. With an EC2 endpoint that accepts connections and never
+    answers, release-ip must give up on its own and say so (exit 1), not hang. Runs on the host:
+    the hung DescribeNetworkInterfaces comes before anything that touches the network stack.
+    The fixed IP is put on the master in moto first, so that IMDS lists it and release-ip has
+    something of its own to give back (it makes no EC2 call for an IP it does not hold)."""
+    import socket
+    import subprocess
+
+    import boto3
+
+    ec2 = boto3.client("ec2", endpoint_url=moto.url, region_name=aws["region"],
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    ec2.assign_private_ip_addresses(NetworkInterfaceId=aws["master"]["eni_id"],
+                                    PrivateIpAddresses=[aws["fixed_ip"]], AllowReassignment=True)
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(64)
+    try:
+        n = node("master-ig", extra_env={"AWS_ENDPOINT_URL": f"http://127.0.0.1:{hole.getsockname()[1]}"})
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(f'[ip_takeover]\naddress = "{aws["fixed_ip"]}"\nreserved_eni = "{aws["reserved_eni_id"]}"\n')
+        try:
+            cp = n.run("release-ip", "--config", cfg, timeout=60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("release-ip was still running after 60 s with EC2 hung")
+        assert cp.returncode == 1, cp.stderr
+        assert "DescribeNetworkInterfaces" in cp.stderr or "within" in cp.stderr, cp.stderr
+    finally:
+        hole.close()

@@ -50,6 +50,7 @@ class Emulator:
         self.lock = threading.Lock()
         self.tokens = {}  # token -> monotonic expiry
         self.issued = []  # every token ever handed out (GET /_emu/issued-tokens)
+        self.allow_v1 = False  # POST /_emu/v1 {"allow": true}: tokenless GETs, for the seed's scripts
         self.faults = {}
         self.log = []
 
@@ -119,6 +120,16 @@ class Emulator:
         return 200, {"instance_id": instance_id}
 
     # -- metadata tree, live from moto ----------------------------------------------------------
+    def subnets(self, ids):
+        """Subnets by id. A subnet's CIDR and AZ never change, so each is asked of moto once:
+        one moto call per metadata request instead of two."""
+        cache = self.__dict__.setdefault("_subnets", {})
+        missing = sorted(set(ids) - set(cache))
+        if missing:
+            for sn in self.ec2.describe_subnets(SubnetIds=missing)["Subnets"]:
+                cache[sn["SubnetId"]] = sn
+        return {i: cache[i] for i in ids}
+
     def tree(self):
         res = self.ec2.describe_instances(
             Filters=[{"Name": "instance-id", "Values": [self.instance_id]}])["Reservations"]
@@ -128,8 +139,7 @@ class Emulator:
         az = inst["Placement"]["AvailabilityZone"]
         enis = sorted(inst.get("NetworkInterfaces", []), key=lambda e: e["Attachment"]["DeviceIndex"])
         # DescribeInstances shows each ENI's current IPs (moto builds it from the same ENI objects).
-        subnets = {s["SubnetId"]: s for s in self.ec2.describe_subnets(
-            SubnetIds=sorted({e["SubnetId"] for e in enis}))["Subnets"]} if enis else {}
+        subnets = self.subnets({e["SubnetId"] for e in enis})
         az_id = next((s["AvailabilityZoneId"] for s in subnets.values() if s.get("AvailabilityZoneId")
                       and s["AvailabilityZone"] == az), None) or fake_az_id(az)
         macs = {}
@@ -229,7 +239,8 @@ def make_handler(emu):
                 return self.send(200, emu.new_token(int(ttl)), headers=[(TTL_HEADER, ttl)])
             if not path.startswith("/latest/"):
                 return self.send(404, "Not Found")
-            if not emu.token_ok(self.headers.get(TOKEN_HEADER)):
+            token = self.headers.get(TOKEN_HEADER)
+            if not emu.token_ok(token) and not (emu.allow_v1 and token is None):
                 return self.send(401, "Unauthorized")
             try:
                 node = {"latest": emu.tree()}
@@ -267,6 +278,9 @@ def make_handler(emu):
                     return reply(200, emu.set_faults(self.body_json()))
                 if route == ("DELETE", "faults"):
                     return reply(200, emu.set_faults(None))
+                if route == ("POST", "v1"):
+                    emu.allow_v1 = bool(self.body_json().get("allow"))
+                    return reply(200, {"allow_v1": emu.allow_v1})
                 if route == ("POST", "instance"):
                     return reply(*emu.impersonate(self.body_json()["instance_id"]))
                 reply(404, {"error": "no such control endpoint"})

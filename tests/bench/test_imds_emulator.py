@@ -287,3 +287,17 @@ def test_keep_alive_connection_serves_token_and_gets(imds):
         assert r.status == 401 and not r.will_close
     finally:
         conn.close()
+
+
+def test_imdsv1_only_when_allowed(imds):
+    """The seed's scripts (benchmarks/) speak IMDSv1; the emulator answers them only when told."""
+    import urllib.error
+    import urllib.request
+    url = imds.url + "/latest/meta-data/instance-id"
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(url, timeout=5)
+    assert e.value.code == 401
+    bench.http("POST", imds.url + "/_emu/v1", b'{"allow": true}')
+    with urllib.request.urlopen(url, timeout=5) as r:
+        assert r.read().decode().startswith("i-")
+    bench.http("POST", imds.url + "/_emu/v1", b'{"allow": false}')

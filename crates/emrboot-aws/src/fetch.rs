@@ -71,18 +71,18 @@ async fn get_http(url: &str, allow_http: bool, max: u64) -> Result<Vec<u8>, Fetc
         url: url.to_string(),
         reason,
     };
-    let client = http_client(allow_http).map_err(|e| fail(crate::error_chain(&e)))?;
+    let client = http_client(allow_http).map_err(|e| fail(crate::error_chain(&e.without_url())))?;
     let mut resp = client
         .get(url)
         .send()
         .await
         .and_then(|r| r.error_for_status())
-        .map_err(|e| fail(crate::error_chain(&e)))?;
+        .map_err(|e| fail(crate::error_chain(&e.without_url())))?;
     let mut body = Vec::new();
     while let Some(chunk) = resp
         .chunk()
         .await
-        .map_err(|e| fail(crate::error_chain(&e)))?
+        .map_err(|e| fail(crate::error_chain(&e.without_url())))?
     {
         body.extend_from_slice(&chunk);
         if body.len() as u64 > max {

@@ -36,7 +36,7 @@ impl Budget {
     fn timeouts(self) -> TimeoutConfig {
         let (attempt, total) = match self {
             Budget::Bootstrap => (30, 180),
-            Budget::Shutdown => (8, 40),
+            Budget::Shutdown => (8, 15),
         };
         TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(5))
@@ -75,8 +75,14 @@ impl Aws {
                     Some(r) => r,
                     None => self.imds.region().await.map_err(SdkError::Region)?,
                 };
+                let credentials = aws_config::default_provider::credentials::Builder::default()
+                    .region(Region::new(region.clone()))
+                    .imds_client(self.imds.sdk_client())
+                    .build()
+                    .await;
                 Ok(aws_config::defaults(BehaviorVersion::latest())
                     .region(Region::new(region))
+                    .credentials_provider(credentials)
                     .retry_config(self.budget.retry())
                     .timeout_config(self.budget.timeouts())
                     .load()

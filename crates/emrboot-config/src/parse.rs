@@ -54,6 +54,13 @@ fn common(w: &mut Walker<'_>, t: &mut TableReader<'_>, default_roles: &[Role]) -
                     Err(e) => w.error(span, format!("`{}`: {e}", f.path)),
                 }
             }
+            if roles.is_empty() && f.item.as_array().is_some_and(|a| a.is_empty()) {
+                let msg = format!(
+                    "`{}` is empty: name at least one role, or remove the table",
+                    f.path
+                );
+                w.error(f.span.clone(), msg);
+            }
             Some(roles)
         })
         .unwrap_or_else(|| default_roles.to_vec());

@@ -194,3 +194,13 @@ fn an_empty_config_has_no_phases() {
         assert!(cfg.common(p).is_none());
     }
 }
+
+#[test]
+fn empty_roles_are_an_error() {
+    let e = errors("[tags]\nroles = []\n");
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].starts_with("c.toml:2:9: `tags.roles` is empty"),
+        "{e:?}"
+    );
+}

@@ -106,6 +106,12 @@ impl Imds {
         }
     }
 
+    /// An aws-config IMDS client with emrboot's timeouts, attempts and retry rules, for the
+    /// SDK's credential chain (its own default has 1 s timeouts).
+    pub fn sdk_client(&self) -> Client {
+        build_client(self.deadline)
+    }
+
     /// The same, with a shorter deadline per value (release-ip has EMR's 60 s for everything).
     pub fn with_deadline(mut self, deadline: Duration) -> Self {
         self.deadline = self.deadline.min(deadline);

@@ -24,11 +24,23 @@ pub struct RoleError(pub String);
 /// The role from the info files, or `Ok(None)` when they only say "not a master".
 pub fn from_files(info: &NodeInfo) -> Result<Option<RoleFinding>, RoleError> {
     let inst = &info.instance;
+    let bad = |v: &Value| {
+        RoleError(format!(
+            "{}: isMaster is {v}, not true or false",
+            inst.path.display()
+        ))
+    };
     let is_master = match inst.json.get("isMaster") {
         Some(Value::Bool(b)) => Some(*b),
-        // Some tools write it as a string.
-        Some(Value::String(s)) => s.parse::<bool>().ok(),
-        _ => None,
+        // Some tools write it as a string, in any case.
+        Some(v @ Value::String(s)) => Some(
+            s.trim()
+                .to_ascii_lowercase()
+                .parse::<bool>()
+                .map_err(|_| bad(v))?,
+        ),
+        None | Some(Value::Null) => None,
+        Some(v) => return Err(bad(v)),
     };
     if is_master == Some(true) {
         return Ok(Some(found(
@@ -133,8 +145,11 @@ mod tests {
             Some(groups()),
         );
         assert_eq!(role(&n), Some(Role::Master));
-        let n = node(json!({"isMaster": "true"}), None, None);
+        let n = node(json!({"isMaster": "True"}), None, None);
         assert_eq!(role(&n), Some(Role::Master));
+        let n = node(json!({"isMaster": 1}), None, None);
+        let e = from_files(&n).unwrap_err().to_string();
+        assert!(e.contains("instance.json: isMaster"), "{e}");
     }
 
     #[test]

@@ -25,6 +25,24 @@ fn ctx<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Atomic
 
 /// Writes `bytes` to `path` atomically with permission bits `mode`; creates the parent directory.
 pub fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), AtomicError> {
+    replace(path, mode, "write", |f| f.write_all(bytes))
+}
+
+/// Copies `src` to `dst` atomically with permission bits `mode`, streaming (no whole-file buffer).
+pub fn copy(src: &Path, dst: &Path, mode: u32) -> Result<(), AtomicError> {
+    let mut from = File::open(src).map_err(ctx("open", src))?;
+    replace(dst, mode, "copy into", |f| {
+        io::copy(&mut from, f).map(|_| ())
+    })
+}
+
+/// Fills a temporary file beside `path` with `fill`, fsyncs it and renames it over `path`.
+fn replace(
+    path: &Path,
+    mode: u32,
+    what: &'static str,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> Result<(), AtomicError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(ctx("create directory", dir))?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
@@ -40,7 +58,7 @@ pub fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), AtomicError> {
         // The mode given to open() is filtered by the umask; set it exactly.
         f.set_permissions(fs::Permissions::from_mode(mode))
             .map_err(ctx("chmod", &tmp))?;
-        f.write_all(bytes).map_err(ctx("write", &tmp))?;
+        fill(&mut f).map_err(ctx(what, &tmp))?;
         f.sync_all().map_err(ctx("fsync", &tmp))?;
         fs::rename(&tmp, path).map_err(ctx("rename onto", path))?;
         sync_dir(dir)
@@ -49,6 +67,33 @@ pub fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), AtomicError> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// True when both files exist and hold the same bytes; compared in chunks, sizes first.
+pub fn same_contents(a: &Path, b: &Path) -> bool {
+    use std::io::Read;
+    let (Ok(ma), Ok(mb)) = (fs::metadata(a), fs::metadata(b)) else {
+        return false;
+    };
+    if ma.len() != mb.len() {
+        return false;
+    }
+    let (Ok(mut fa), Ok(mut fb)) = (File::open(a), File::open(b)) else {
+        return false;
+    };
+    let (mut ba, mut bb) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+    loop {
+        let n = match fa.read(&mut ba) {
+            Ok(n) => n,
+            Err(_) => return false,
+        };
+        if n == 0 {
+            return true;
+        }
+        if fb.read_exact(&mut bb[..n]).is_err() || ba[..n] != bb[..n] {
+            return false;
+        }
+    }
 }
 
 /// Makes a rename in `dir` durable.
@@ -90,6 +135,24 @@ mod tests {
         );
         // no temporary file is left behind
         assert_eq!(fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn copy_then_compare() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a"), d.path().join("bin/b"));
+        fs::write(&a, vec![7u8; 200_000]).unwrap();
+        assert!(!same_contents(&a, &b));
+        copy(&a, &b, 0o755).unwrap();
+        assert!(same_contents(&a, &b));
+        assert_eq!(
+            fs::metadata(&b).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
+        let mut changed = vec![7u8; 200_000];
+        changed[150_000] = 8;
+        fs::write(&a, changed).unwrap();
+        assert!(!same_contents(&a, &b));
     }
 
     #[test]

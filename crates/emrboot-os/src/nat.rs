@@ -43,74 +43,136 @@ impl Op {
     }
 }
 
-/// Runs one iptables call off the async threads, bounded.
-async fn ipt(op: Op, chain: &'static str, rule: String) -> Result<bool, NatError> {
-    let err = |reason: String| NatError {
-        op: op.flag(),
-        chain,
-        rule: rule.clone(),
-        reason,
-    };
-    let r = rule.clone();
-    let task = tokio::task::spawn_blocking(move || -> Result<bool, String> {
-        let ipt = iptables::new(false).map_err(|e| format!("cannot run iptables: {e}"))?;
-        match op {
-            Op::Check => ipt.exists(TABLE, chain, &r).map_err(|e| e.to_string()),
-            Op::Append => ipt
-                .append(TABLE, chain, &r)
-                .map(|_| true)
-                .map_err(|e| e.to_string()),
-            Op::Delete => ipt
-                .delete(TABLE, chain, &r)
-                .map(|_| true)
-                .map_err(|e| e.to_string()),
-        }
-    });
-    match tokio::time::timeout(BOUND, task).await {
-        Ok(Ok(r)) => r.map_err(|e| err(e.trim().to_string())),
-        Ok(Err(join)) => Err(err(join.to_string())),
-        Err(_) => Err(err(format!("no answer within {}s", BOUND.as_secs()))),
-    }
+/// The iptables binary, probed once (`iptables --version`) and reused for every rule.
+pub struct Nat {
+    cmd: &'static str,
+    has_check: bool,
+    has_wait: bool,
 }
 
-/// Which of the two rules are present.
-pub async fn present(fixed: Ipv4Addr, primary: Ipv4Addr) -> Result<Vec<&'static str>, NatError> {
-    let mut out = Vec::new();
-    for chain in CHAINS {
-        if ipt(Op::Check, chain, dnat_rule(fixed, primary)).await? {
-            out.push(chain);
+impl Nat {
+    pub async fn new() -> Result<Nat, NatError> {
+        let probe = tokio::task::spawn_blocking(|| {
+            iptables::new(false)
+                .map(|i| (i.cmd, i.has_check, i.has_wait))
+                .map_err(|e| e.to_string())
+        });
+        let err = |reason: String| NatError {
+            op: "--version",
+            chain: "",
+            rule: String::new(),
+            reason,
+        };
+        match tokio::time::timeout(BOUND, probe).await {
+            Ok(Ok(Ok((cmd, has_check, has_wait)))) => Ok(Nat {
+                cmd,
+                has_check,
+                has_wait,
+            }),
+            Ok(Ok(Err(e))) => Err(err(format!("cannot run iptables: {e}"))),
+            Ok(Err(join)) => Err(err(join.to_string())),
+            Err(_) => Err(err(format!("no answer within {}s", BOUND.as_secs()))),
         }
     }
-    Ok(out)
-}
 
-/// Adds each rule that is absent; returns the chains it added to.
-pub async fn ensure(fixed: Ipv4Addr, primary: Ipv4Addr) -> Result<Vec<&'static str>, NatError> {
-    let have = present(fixed, primary).await?;
-    let mut added = Vec::new();
-    for chain in CHAINS.into_iter().filter(|c| !have.contains(c)) {
-        ipt(Op::Append, chain, dnat_rule(fixed, primary)).await?;
-        added.push(chain);
+    fn handle(&self) -> iptables::IPTables {
+        iptables::IPTables {
+            cmd: self.cmd,
+            has_check: self.has_check,
+            has_wait: self.has_wait,
+            is_numeric: true,
+        }
     }
-    Ok(added)
-}
 
-/// Removes the rules, every copy of them; returns the chains it removed from.
-pub async fn remove(fixed: Ipv4Addr, primary: Ipv4Addr) -> Result<Vec<&'static str>, NatError> {
-    let mut removed = Vec::new();
-    for chain in CHAINS {
-        // Bounded: a rule can only be present a few times (the seed's script appended one per run).
-        for _ in 0..16 {
-            if !ipt(Op::Check, chain, dnat_rule(fixed, primary)).await? {
-                break;
+    /// Runs one iptables call off the async threads, bounded.
+    async fn ipt(&self, op: Op, chain: &'static str, rule: String) -> Result<bool, NatError> {
+        let err = |reason: String| NatError {
+            op: op.flag(),
+            chain,
+            rule: rule.clone(),
+            reason,
+        };
+        let ipt = self.handle();
+        let r = rule.clone();
+        let task = tokio::task::spawn_blocking(move || -> Result<bool, String> {
+            match op {
+                Op::Check => ipt.exists(TABLE, chain, &r).map_err(|e| e.to_string()),
+                Op::Append => ipt
+                    .append(TABLE, chain, &r)
+                    .map(|_| true)
+                    .map_err(|e| e.to_string()),
+                Op::Delete => ipt
+                    .delete(TABLE, chain, &r)
+                    .map(|_| true)
+                    .map_err(|e| e.to_string()),
             }
-            ipt(Op::Delete, chain, dnat_rule(fixed, primary)).await?;
-            if !removed.contains(&chain) {
-                removed.push(chain);
-            }
+        });
+        match tokio::time::timeout(BOUND, task).await {
+            Ok(Ok(r)) => r.map_err(|e| err(e.trim().to_string())),
+            Ok(Err(join)) => Err(err(join.to_string())),
+            Err(_) => Err(err(format!("no answer within {}s", BOUND.as_secs()))),
         }
     }
-    Ok(removed)
+
+    /// Which of the two rules are present.
+    pub async fn present(
+        &self,
+        fixed: Ipv4Addr,
+        primary: Ipv4Addr,
+    ) -> Result<Vec<&'static str>, NatError> {
+        let mut out = Vec::new();
+        for chain in CHAINS {
+            if self
+                .ipt(Op::Check, chain, dnat_rule(fixed, primary))
+                .await?
+            {
+                out.push(chain);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds each rule that is absent; returns the chains it added to.
+    pub async fn ensure(
+        &self,
+        fixed: Ipv4Addr,
+        primary: Ipv4Addr,
+    ) -> Result<Vec<&'static str>, NatError> {
+        let have = self.present(fixed, primary).await?;
+        let mut added = Vec::new();
+        for chain in CHAINS.into_iter().filter(|c| !have.contains(c)) {
+            self.ipt(Op::Append, chain, dnat_rule(fixed, primary))
+                .await?;
+            added.push(chain);
+        }
+        Ok(added)
+    }
+
+    /// Removes the rules, every copy of them; returns the chains it removed from.
+    pub async fn remove(
+        &self,
+        fixed: Ipv4Addr,
+        primary: Ipv4Addr,
+    ) -> Result<Vec<&'static str>, NatError> {
+        let mut removed = Vec::new();
+        for chain in CHAINS {
+            // Bounded: a rule is present a few times at most (the seed appended one per run).
+            for _ in 0..16 {
+                if !self
+                    .ipt(Op::Check, chain, dnat_rule(fixed, primary))
+                    .await?
+                {
+                    break;
+                }
+                self.ipt(Op::Delete, chain, dnat_rule(fixed, primary))
+                    .await?;
+                if !removed.contains(&chain) {
+                    removed.push(chain);
+                }
+            }
+        }
+        Ok(removed)
+    }
 }
 
 #[cfg(test)]

@@ -20,13 +20,12 @@ pub fn kept_binary(ctx: &Ctx) -> PathBuf {
 /// Copies this binary to `kept_binary` unless the copy is already identical.
 pub fn ensure_kept_binary(ctx: &Ctx, dry_run: bool) -> anyhow::Result<Option<String>> {
     let kept = kept_binary(ctx);
-    let me =
-        std::fs::read(&ctx.self_exe).with_context(|| format!("read {}", ctx.self_exe.display()))?;
-    if std::fs::read(&kept).is_ok_and(|k| k == me) {
+    if atomic::same_contents(&ctx.self_exe, &kept) {
         return Ok(None);
     }
     if !dry_run {
-        atomic::write(&kept, &me, 0o755)?;
+        atomic::copy(&ctx.self_exe, &kept, 0o755)
+            .with_context(|| format!("keep a copy of {}", ctx.self_exe.display()))?;
     }
     Ok(Some(format!(
         "copy {} to {} (0755)",

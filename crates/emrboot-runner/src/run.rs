@@ -14,6 +14,9 @@ pub struct RunOptions {
     pub only: Option<Vec<PhaseName>>,
     /// Where the config came from, for the status record.
     pub config_source: String,
+    /// The config text, kept in the state dir once the checks pass (release-ip and the boot
+    /// unit read it); a config that fails its checks does not replace the kept one.
+    pub keep_config: Option<String>,
 }
 
 /// Why a phase is not selected for this node, if it is not.
@@ -138,6 +141,7 @@ pub async fn run(ctx: &Ctx, phases: &[Box<dyn Phase>], opts: &RunOptions) -> Run
         }
     }
 
+    save(ctx, &record);
     // Check every selected phase before any of them changes the node. A config or environment
     // error (Invalid) ends the run here, untouched; any other failure of a check (a phase not
     // built, IMDS down) fails that phase in its turn, after the phases before it have run.
@@ -156,6 +160,12 @@ pub async fn run(ctx: &Ctx, phases: &[Box<dyn Phase>], opts: &RunOptions) -> Run
                 rec.outcome = Outcome::Skipped;
                 rec.reason = Some(reason);
             }
+            Err(e) if e.kind == ErrorKind::Invalid && !rec.required => {
+                // Optional: logged and shown by status; the rest of the run goes on.
+                tracing::error!(phase = %rec.phase, outcome = "failed", required = false, "{e}");
+                rec.outcome = Outcome::Failed;
+                rec.error = Some(e.to_string());
+            }
             Err(e) if e.kind == ErrorKind::Invalid => {
                 tracing::error!(phase = %rec.phase, outcome = "invalid", "{e}");
                 rec.outcome = Outcome::Failed;
@@ -168,6 +178,13 @@ pub async fn run(ctx: &Ctx, phases: &[Box<dyn Phase>], opts: &RunOptions) -> Run
     if invalid {
         let unchecked = queue.iter().map(|(i, _)| *i);
         return finish(ctx, record, 2, unchecked);
+    }
+    if let Some(text) = &opts.keep_config {
+        if let Err(e) = ctx.state.save_config(text) {
+            tracing::error!(error = %e, "cannot keep the config copy");
+            let all = queue.iter().map(|(i, _)| *i);
+            return finish(ctx, record, 2, all);
+        }
     }
 
     for (n, (i, phase)) in queue.iter().enumerate() {

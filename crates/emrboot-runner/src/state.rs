@@ -102,6 +102,18 @@ impl StateDir {
         }
     }
 
+    /// True while a run holds the lock (a dead run's lock is gone with its process).
+    pub fn is_locked(&self) -> bool {
+        use nix::fcntl::{Flock, FlockArg};
+        let Ok(file) = File::open(self.path.join(LOCK)) else {
+            return false;
+        };
+        matches!(
+            Flock::lock(file, FlockArg::LockSharedNonblock),
+            Err((_, nix::errno::Errno::EWOULDBLOCK))
+        )
+    }
+
     pub fn config_copy(&self) -> PathBuf {
         self.path.join(CONFIG_COPY)
     }
@@ -189,7 +201,9 @@ mod tests {
         let held = s.lock(Duration::ZERO).unwrap();
         let e = s.lock(Duration::from_millis(300)).err().unwrap();
         assert!(matches!(e, StateError::Busy { .. }), "{e}");
+        assert!(s.is_locked());
         drop(held);
+        assert!(!s.is_locked());
         assert!(s.lock(Duration::ZERO).is_ok());
     }
 

@@ -12,6 +12,9 @@ use clap::Parser;
 fn main() {
     let cli = cli::Cli::parse();
     let runs = cli.command.logs_runs();
+    if runs && !nix::unistd::geteuid().is_root() {
+        become_root();
+    }
     let _log = logging::init(&cli.global, runs);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -39,4 +42,22 @@ fn main() {
     // Dropping the runtime could wait on blocking tasks (a hung DNS lookup); the outcome is known.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     std::process::exit(code);
+}
+
+/// EMR runs a bootstrap action as `hadoop`, which has passwordless sudo; the phases need root
+/// (packages, /etc, netlink, iptables). Re-exec this same command line through `sudo -n`, as an
+/// argument vector. Returns only if that is impossible, after saying so.
+fn become_root() -> ! {
+    use std::os::unix::process::CommandExt;
+    let err = match std::env::current_exe() {
+        Ok(exe) => std::process::Command::new("sudo")
+            .args(["-n", "-E", "--"])
+            .arg(exe)
+            .args(std::env::args_os().skip(1))
+            .exec()
+            .to_string(),
+        Err(e) => e.to_string(),
+    };
+    eprintln!("emrboot: this command needs root and `sudo -n` failed ({err}); run it as root");
+    std::process::exit(exit::INVALID);
 }

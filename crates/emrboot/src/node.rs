@@ -42,6 +42,15 @@ pub async fn resolve(
         .instance_id()
         .await
         .map_err(|e| Exit::invalid(format!("cannot learn the instance id: {e}")))?;
+    // It names a directory in the state dir; take nothing but an instance id.
+    let id_ok = instance_id
+        .strip_prefix("i-")
+        .is_some_and(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_hexdigit()));
+    if !id_ok {
+        return Err(Exit::invalid(format!(
+            "IMDS instance-id {instance_id:?} is not an instance id"
+        )));
+    }
     let found = find_role(&info, imds, aws, Some(&instance_id)).await?;
     tracing::info!(role = %found.role, source = %found.source, instance = %instance_id, "node");
     Ok(Node {

@@ -13,7 +13,21 @@ pub struct Loaded {
     pub source: String,
 }
 
+/// The source as logs and status show it: a URL without user info or query (presigned URLs
+/// carry their signature there).
+pub fn shown(src: &str) -> String {
+    let Some((scheme, rest)) = src.split_once("://") else {
+        return src.to_string();
+    };
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    format!("{scheme}://{host}{path}")
+}
+
 pub async fn load(aws: &Aws, src: &str) -> Result<Loaded, Exit> {
+    let shown_src = shown(src);
+    let src = src.trim();
     let loc = if src.contains("://") {
         values::location(src, false, false)
     } else {
@@ -22,14 +36,14 @@ pub async fn load(aws: &Aws, src: &str) -> Result<Loaded, Exit> {
     .map_err(|e| Exit::invalid(format!("--config: {e}")))?;
     let bytes = fetch_bytes(aws, &loc, MAX_CONFIG)
         .await
-        .map_err(|e| Exit::invalid(format!("--config {src}: {e}")))?;
+        .map_err(|e| Exit::invalid(format!("--config {shown_src}: {e}")))?;
     let text = String::from_utf8(bytes)
-        .map_err(|_| Exit::invalid(format!("{src}:1:1: not UTF-8 text")))?;
-    let config = emrboot_config::parse(src, &text).map_err(Exit::invalid)?;
+        .map_err(|_| Exit::invalid(format!("{shown_src}:1:1: not UTF-8 text")))?;
+    let config = emrboot_config::parse(&shown_src, &text).map_err(Exit::invalid)?;
     Ok(Loaded {
         config,
         text,
-        source: src.to_string(),
+        source: shown_src,
     })
 }
 
@@ -39,4 +53,15 @@ fn absolute(src: &str) -> Result<std::path::PathBuf, String> {
         return Err("empty path".into());
     }
     std::path::absolute(src).map_err(|e| format!("{src}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shown_sources_carry_no_secrets() {
+        let s = super::shown("https://user:pw@example.org/c.toml?X-Amz-Signature=SECRET#x");
+        assert_eq!(s, "https://example.org/c.toml");
+        assert_eq!(super::shown("s3://b/k.toml"), "s3://b/k.toml");
+        assert_eq!(super::shown("/etc/emrboot.toml"), "/etc/emrboot.toml");
+    }
 }

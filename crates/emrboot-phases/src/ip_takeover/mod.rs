@@ -19,6 +19,9 @@ use tokio::sync::OnceCell;
 
 /// How long EC2 may take to show a reassigned IP in IMDS.
 const IMDS_WAIT: Duration = Duration::from_secs(120);
+/// Who holds the IP is looked up again before the assign when the checks are older than this
+/// (install may have run for minutes in between, and another master may have taken the IP).
+const FRESH: Duration = Duration::from_secs(30);
 
 /// Who holds the fixed IP before we act.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +40,7 @@ pub struct Assessment {
     pub net: NetworkFacts,
     pub link: Link,
     pub holder: Holder,
+    pub at: Instant,
 }
 
 #[derive(Default)]
@@ -67,6 +71,14 @@ fn check_network(cfg: &Cfg, net: &NetworkFacts) -> Result<(), PhaseError> {
     if !net.subnet.contains(&cfg.address) {
         return Err(PhaseError::invalid(anyhow!(
             "ip_takeover.address {} is outside this node's subnet {} (IMDS subnet-ipv4-cidr-block)",
+            cfg.address,
+            net.subnet
+        )));
+    }
+    let offset = u32::from(cfg.address) - u32::from(net.subnet.network());
+    if offset < 4 || cfg.address == net.subnet.broadcast() {
+        return Err(PhaseError::invalid(anyhow!(
+            "ip_takeover.address {} is one of the addresses AWS reserves in {} (the first four and the last)",
             cfg.address,
             net.subnet
         )));
@@ -191,7 +203,12 @@ impl IpTakeover {
                 let ec2 = ctx.ec2().await?;
                 let holder = find_holder(ec2.as_ref(), cfg, &net).await?;
                 tracing::info!(phase = "ip-takeover", interface = %link.name, holder = ?holder, "assessed");
-                Ok(Assessment { net, link, holder })
+                Ok(Assessment {
+                    net,
+                    link,
+                    holder,
+                    at: Instant::now(),
+                })
             })
             .await
     }
@@ -228,7 +245,10 @@ impl Phase for IpTakeover {
         {
             actions.push(addr_action(cfg, &a.link));
         }
-        let have = nat::present(cfg.address, a.net.primary_ip).await?;
+        let have = nat::Nat::new()
+            .await?
+            .present(cfg.address, a.net.primary_ip)
+            .await?;
         for chain in nat::CHAINS.into_iter().filter(|c| !have.contains(c)) {
             actions.push(nat_action(chain, cfg, &a.net));
         }
@@ -242,6 +262,10 @@ impl Phase for IpTakeover {
         let mut actions = Vec::new();
         if a.holder != Holder::Us {
             let ec2 = ctx.ec2().await?;
+            if a.at.elapsed() > FRESH {
+                // Refuses (naming the ENI) if another ENI took the IP since the checks.
+                find_holder(ec2.as_ref(), cfg, &a.net).await?;
+            }
             ec2.assign_private_ip(&a.net.interface_id, cfg.address)
                 .await?;
             let action = assign_action(cfg, &a.net, &a.holder);
@@ -253,7 +277,11 @@ impl Phase for IpTakeover {
         if nl.add_address(&a.link, cfg.address, 32).await? {
             actions.push(addr_action(cfg, &a.link));
         }
-        for chain in nat::ensure(cfg.address, a.net.primary_ip).await? {
+        for chain in nat::Nat::new()
+            .await?
+            .ensure(cfg.address, a.net.primary_ip)
+            .await?
+        {
             actions.push(nat_action(chain, cfg, &a.net));
         }
         actions.extend(per_boot::ensure_boot_unit(ctx, false)?);
@@ -278,12 +306,27 @@ impl Phase for IpTakeover {
 pub async fn release(cfg: &Cfg, imds: &Imds, ec2: &dyn Ec2) -> anyhow::Result<Vec<String>> {
     let mut actions = Vec::new();
     let net = imds.network().await.context("release-ip")?;
-    let reserved = ec2
-        .eni(&cfg.reserved_eni)
-        .await?
-        .ok_or_else(|| anyhow!("reserved ENI {} does not exist", cfg.reserved_eni))?;
     let mut ec2_error = None;
-    if !reserved.private_ips.contains(&cfg.address) {
+    // Only an IP this node holds is given back: a node that does not hold it (a core node, an
+    // old cluster whose IP a new master has taken) must never pull it off its holder.
+    let ours = net.local_ipv4s.contains(&cfg.address);
+    if !ours {
+        tracing::info!(
+            phase = "release-ip",
+            "{} is not on this node (IMDS local-ipv4s); no EC2 call",
+            cfg.address
+        );
+    }
+    // IMDS lags EC2: after a release it may still list the IP; the reserved ENI already
+    // holding it makes a second call a no-op.
+    let give_back = ours
+        && !ec2
+            .eni(&cfg.reserved_eni)
+            .await?
+            .ok_or_else(|| anyhow!("reserved ENI {} does not exist", cfg.reserved_eni))?
+            .private_ips
+            .contains(&cfg.address);
+    if give_back {
         match ec2.assign_private_ip(&cfg.reserved_eni, cfg.address).await {
             Ok(()) => actions.push(format!(
                 "ec2:AssignPrivateIpAddresses {} to {}, AllowReassignment=true",
@@ -301,7 +344,11 @@ pub async fn release(cfg: &Cfg, imds: &Imds, ec2: &dyn Ec2) -> anyhow::Result<Ve
             cfg.address, link.name
         ));
     }
-    for chain in nat::remove(cfg.address, net.primary_ip).await? {
+    for chain in nat::Nat::new()
+        .await?
+        .remove(cfg.address, net.primary_ip)
+        .await?
+    {
         actions.push(format!(
             "iptables -t nat -D {chain} {}",
             nat::dnat_rule(cfg.address, net.primary_ip)

@@ -228,4 +228,9 @@ fn network_checks() {
         .to_string()
         .contains("primary IP"));
     assert!(check_network(&cfg(), &net(&[])).is_ok());
+    for reserved in ["172.31.0.0", "172.31.0.3", "172.31.15.255"] {
+        c.address = reserved.parse().unwrap();
+        let e = check_network(&c, &net(&[])).unwrap_err().to_string();
+        assert!(e.contains("AWS reserves"), "{reserved}: {e}");
+    }
 }

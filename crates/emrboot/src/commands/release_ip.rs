@@ -19,19 +19,27 @@ pub async fn release_ip(g: &Global, src: Option<String>) -> CmdResult {
             .display()
             .to_string()
     });
-    let loaded = crate::source::load(&aws, &src).await?;
-    let Some(cfg) = loaded.config.ip_takeover else {
-        println!("{src} has no [ip_takeover] table: nothing to release");
+    let work = async {
+        let loaded = crate::source::load(&aws, &src).await?;
+        let Some(cfg) = loaded.config.ip_takeover else {
+            println!(
+                "{} has no [ip_takeover] table: nothing to release",
+                loaded.source
+            );
+            return Ok(None);
+        };
+        let ec2 = aws.ec2().await.map_err(Exit::failed)?;
+        emrboot_phases::ip_takeover::release(&cfg, &imds, &ec2)
+            .await
+            .map(|actions| Some((cfg, actions)))
+            .map_err(|e| Exit::failed(format!("{e:#}")))
+    };
+    let Some((cfg, actions)) = tokio::time::timeout(BOUND, work)
+        .await
+        .map_err(|_| Exit::failed(format!("release-ip: not done within {}s", BOUND.as_secs())))??
+    else {
         return Ok(0);
     };
-    let work = async {
-        let ec2 = aws.ec2().await?;
-        emrboot_phases::ip_takeover::release(&cfg, &imds, &ec2).await
-    };
-    let actions = tokio::time::timeout(BOUND, work)
-        .await
-        .map_err(|_| Exit::failed(format!("release-ip: not done within {}s", BOUND.as_secs())))?
-        .map_err(|e| Exit::failed(format!("{e:#}")))?;
     if actions.is_empty() {
         tracing::info!(
             phase = "release-ip",

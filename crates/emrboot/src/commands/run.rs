@@ -11,12 +11,13 @@ const LOCK_WAIT: Duration = Duration::from_secs(600);
 pub async fn run(g: &Global, src: &str, only: Option<Vec<PhaseName>>) -> CmdResult {
     let (ctx, text, source) = super::context(g, src, Budget::Bootstrap).await?;
     let _lock = ctx.state.lock(LOCK_WAIT).map_err(Exit::invalid)?;
-    // Kept for release-ip and the boot unit, which must work without S3.
-    ctx.state.save_config(&text).map_err(Exit::invalid)?;
+    ctx.state.create().map_err(Exit::invalid)?;
     let phases = emrboot_phases::all();
     let opts = RunOptions {
         only,
         config_source: source,
+        // Kept for release-ip and the boot unit, which must work without S3.
+        keep_config: Some(text),
     };
     let report = emrboot_runner::run(&ctx, &phases, &opts).await;
     tracing::info!(exit_code = report.exit_code, "run finished");

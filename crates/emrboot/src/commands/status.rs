@@ -2,17 +2,13 @@ use crate::cli::Global;
 use crate::exit::{CmdResult, Exit};
 use emrboot_runner::{Outcome, RunRecord, StateDir};
 
-/// Whether the run that wrote the record is still alive.
-fn alive(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// ok, failed, running, or interrupted (the process died without finishing).
-fn state(run: &RunRecord) -> &'static str {
+/// ok, failed, running, or interrupted (the process died without finishing). A run holds
+/// the state dir's lock while alive, so a reused PID after a reboot cannot fool this.
+fn state(run: &RunRecord, dir: &StateDir) -> &'static str {
     match run.exit_code {
         Some(0) => "ok",
         Some(_) => "failed",
-        None if alive(run.pid) => "running",
+        None if dir.is_locked() => "running",
         None => "interrupted",
     }
 }
@@ -24,7 +20,7 @@ pub fn status(g: &Global, json: bool) -> CmdResult {
         println!("no run recorded in {}", g.state_dir.display());
         return Ok(1);
     };
-    let st = state(&run);
+    let st = state(&run, &state_dir);
     if st == "interrupted" {
         for p in run
             .phases
