@@ -285,20 +285,6 @@ def test_optional_phase_failure_does_not_fail_the_run(master, cfg, scratch_root)
     assert os.readlink(localtime(scratch_root)) == "/usr/share/zoneinfo/Asia/Seoul"
 
 
-@pytest.mark.parametrize("extra,key", [
-    ('packages = ["jq"]\n', "install.packages"),
-    ('[install.pip]\npackages = ["requests"]\n', "install.pip"),
-    ('[install.cache]\ns3 = "s3://emrboot-test/cache/"\n', "install.cache"),
-])
-def test_unbuilt_install_parts_fail_loudly(master, cfg, scratch_root, extra, key):
-    cp = run(master, "--config", cfg(SEOUL + extra), "--only", "install")
-    assert cp.returncode == 1, cp.stdout + cp.stderr
-    assert "not implemented" in cp.stderr and key in cp.stderr, cp.stderr
-    _, st = status_json(master)
-    inst = phase(st, "install")
-    assert inst["outcome"] == "failed" and "not implemented" in inst["error"], inst
-
-
 # -- config sources ------------------------------------------------------------------------------
 
 def s3_client(moto):

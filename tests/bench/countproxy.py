@@ -78,6 +78,9 @@ def make_handler(upstream, recorder):
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in two writes; with Nagle on, the second waits for the client's
+        # delayed ACK (40 ms a response). Real IMDS and EC2 answer without that stall.
+        disable_nagle_algorithm = True
 
         def log_message(self, fmt, *args):
             sys.stderr.write("countproxy: " + (fmt % args) + "\n")

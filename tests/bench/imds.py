@@ -186,6 +186,9 @@ def fake_az_id(az):
 def make_handler(emu):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as aws-config's hyper client expects
+        # Headers and body go out in two writes; with Nagle on, the second waits for the client's
+        # delayed ACK (40 ms a response). Real IMDS and EC2 answer without that stall.
+        disable_nagle_algorithm = True
 
         def log_message(self, fmt, *args):  # request lines carry no token; headers are not logged
             sys.stderr.write("imds: " + (fmt % args) + "\n")

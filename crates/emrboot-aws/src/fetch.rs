@@ -4,6 +4,8 @@
 use crate::sdk::SdkError;
 use crate::{Aws, AwsError};
 use emrboot_config::Location;
+use sha2::{Digest, Sha256};
+use std::path::Path;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +65,102 @@ pub async fn fetch_bytes(aws: &Aws, loc: &Location, max: u64) -> Result<Vec<u8>,
         Location::S3 { bucket, key } => Ok(aws.s3().await?.get_small(bucket, key, max).await?),
         Location::Https { url } => get_http(url, false, max).await,
         Location::Http { url } => get_http(url, true, max).await,
+    }
+}
+
+/// Logs progress for transfers past this size.
+const PROGRESS_STEP: u64 = 8 << 20;
+
+/// Streams a file (path, S3 or http(s)) to `dest` and returns its sha256, hex: the caller
+/// compares it before using anything in the file.
+pub async fn download(aws: &Aws, loc: &Location, dest: &Path) -> Result<String, FetchError> {
+    use tokio::io::AsyncWriteExt;
+    let file_err = |source| FetchError::File {
+        path: dest.display().to_string(),
+        source,
+    };
+    let mut out = tokio::fs::File::create(dest).await.map_err(file_err)?;
+    let mut hasher = Sha256::new();
+    let mut done: u64 = 0;
+    let mut next_log = PROGRESS_STEP;
+    let shown = location_text(loc);
+    let mut put = |chunk: &[u8], done: &mut u64| {
+        hasher.update(chunk);
+        *done += chunk.len() as u64;
+        if *done >= next_log {
+            tracing::info!(source = %shown, mib = *done >> 20, "downloading");
+            next_log += PROGRESS_STEP;
+        }
+    };
+    match loc {
+        Location::Path { path } => {
+            let mut f = tokio::fs::File::open(path)
+                .await
+                .map_err(|source| FetchError::File {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                let n = tokio::io::AsyncReadExt::read(&mut f, &mut buf)
+                    .await
+                    .map_err(|source| FetchError::File {
+                        path: path.display().to_string(),
+                        source,
+                    })?;
+                if n == 0 {
+                    break;
+                }
+                put(&buf[..n], &mut done);
+                out.write_all(&buf[..n]).await.map_err(file_err)?;
+            }
+        }
+        Location::S3 { bucket, key } => {
+            let s3 = aws.s3().await?;
+            let mut body = s3.get_stream(bucket, key).await?;
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| FetchError::Http {
+                    url: format!("s3://{bucket}/{key}"),
+                    reason: crate::error_chain(&e),
+                })?;
+                put(&chunk, &mut done);
+                out.write_all(&chunk).await.map_err(file_err)?;
+            }
+        }
+        Location::Https { url } | Location::Http { url } => {
+            let allow_http = matches!(loc, Location::Http { .. });
+            let fail = |reason: String| FetchError::Http {
+                url: url.to_string(),
+                reason,
+            };
+            let client = http_client(allow_http).map_err(|e| fail(crate::error_chain(&e)))?;
+            let mut resp = client
+                .get(url)
+                .timeout(Duration::from_secs(3600))
+                .send()
+                .await
+                .and_then(|r| r.error_for_status())
+                .map_err(|e| fail(crate::error_chain(&e.without_url())))?;
+            while let Some(chunk) = resp
+                .chunk()
+                .await
+                .map_err(|e| fail(crate::error_chain(&e.without_url())))?
+            {
+                put(&chunk, &mut done);
+                out.write_all(&chunk).await.map_err(file_err)?;
+            }
+        }
+    }
+    out.sync_all().await.map_err(file_err)?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// A location as logs show it.
+pub fn location_text(loc: &Location) -> String {
+    match loc {
+        Location::Path { path } => path.display().to_string(),
+        Location::S3 { bucket, key } => format!("s3://{bucket}/{key}"),
+        Location::Https { url } | Location::Http { url } => url.clone(),
     }
 }
 

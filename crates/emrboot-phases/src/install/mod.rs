@@ -1,11 +1,17 @@
-//! Phase `install`: OS packages, pip, source builds, time zone. Only the time zone is built so
-//! far; a config that asks for the rest fails before anything changes.
+//! Phase `install`, in this order: OS packages, pip, native libraries built from source (with
+//! the S3 build cache), time zone. Each part converges on its own: installed packages are
+//! skipped, pip and source builds leave markers keyed by the hash of what they did.
+
+mod packages;
+mod pip;
+mod source;
 
 use anyhow::anyhow;
 use async_trait::async_trait;
 use emrboot_config::PhaseName;
-use emrboot_os::timezone;
+use emrboot_os::{atomic, timezone};
 use emrboot_runner::{Ctx, Phase, PhaseError, Precheck};
+use std::path::PathBuf;
 
 pub struct Install;
 
@@ -16,6 +22,26 @@ fn table(ctx: &Ctx) -> Result<&emrboot_config::Install, PhaseError> {
         .ok_or_else(|| PhaseError::invalid(anyhow!("no [install] table")))
 }
 
+/// Where install keeps its markers and scratch space, in the state dir.
+pub(crate) fn install_dir(ctx: &Ctx) -> PathBuf {
+    ctx.state.path.join("install")
+}
+
+/// A marker of a finished part (pip run, source build); written only after it succeeded.
+pub(crate) fn marker(ctx: &Ctx, name: &str) -> PathBuf {
+    install_dir(ctx).join(format!("{name}.done"))
+}
+
+pub(crate) fn write_marker(ctx: &Ctx, name: &str) -> anyhow::Result<()> {
+    let stamp = emrboot_runner::status::now_rfc3339();
+    atomic::write(&marker(ctx, name), stamp.as_bytes(), 0o600)?;
+    Ok(())
+}
+
+fn log_action(action: &str) {
+    tracing::info!(phase = "install", outcome = "changed", "{action}");
+}
+
 #[async_trait]
 impl Phase for Install {
     fn name(&self) -> PhaseName {
@@ -24,14 +50,9 @@ impl Phase for Install {
 
     async fn check(&self, ctx: &Ctx) -> Result<Precheck, PhaseError> {
         let cfg = table(ctx)?;
-        let unbuilt = [
-            ("install.packages", !cfg.packages.is_empty()),
-            ("install.pip", cfg.pip.is_some()),
-            ("install.source", !cfg.sources.is_empty()),
-            ("install.cache", cfg.cache.is_some()),
-        ];
-        if let Some((key, _)) = unbuilt.iter().find(|(_, used)| *used) {
-            return Err(PhaseError::not_implemented(key));
+        if !cfg.packages.is_empty() {
+            emrboot_os::pkg::Manager::detect()
+                .map_err(|e| PhaseError::invalid(anyhow!("install.packages: {e}")))?;
         }
         if let Some(zone) = &cfg.timezone {
             timezone::check(&ctx.root, zone)
@@ -43,6 +64,13 @@ impl Phase for Install {
     async fn plan(&self, ctx: &Ctx) -> Result<Vec<String>, PhaseError> {
         let cfg = table(ctx)?;
         let mut actions = Vec::new();
+        actions.extend(packages::plan(&cfg.packages).await?);
+        if let Some(p) = &cfg.pip {
+            actions.extend(pip::plan(ctx, p).await?);
+        }
+        for s in &cfg.sources {
+            actions.extend(source::plan(ctx, s, cfg.cache.as_ref()).await?);
+        }
         if let Some(zone) = &cfg.timezone {
             if !timezone::is_set(&ctx.root, zone) {
                 actions.push(link_action(zone));
@@ -54,10 +82,17 @@ impl Phase for Install {
     async fn apply(&self, ctx: &Ctx) -> Result<Vec<String>, PhaseError> {
         let cfg = table(ctx)?;
         let mut actions = Vec::new();
+        actions.extend(packages::apply(&cfg.packages).await?);
+        if let Some(p) = &cfg.pip {
+            actions.extend(pip::apply(ctx, p).await?);
+        }
+        for s in &cfg.sources {
+            actions.extend(source::apply(ctx, s, cfg.cache.as_ref()).await?);
+        }
         if let Some(zone) = &cfg.timezone {
             if timezone::set(&ctx.root, zone)? {
                 let action = link_action(zone);
-                tracing::info!(phase = "install", outcome = "changed", "{action}");
+                log_action(&action);
                 actions.push(action);
             } else {
                 tracing::info!(

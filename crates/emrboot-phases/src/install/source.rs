@@ -1,0 +1,340 @@
+//! Native libraries built from source, checked by sha256 before anything is unpacked, staged
+//! with DESTDIR, and cached in S3 as the staged tree so that one node builds and the rest unpack.
+//!
+//! Either way the node gets the staged tree through the same archive: a miss builds, packs the
+//! staging dir and unpacks that archive into the root; a hit downloads the archive instead.
+
+use super::{install_dir, log_action, marker, write_marker};
+use anyhow::{anyhow, Context};
+use emrboot_aws::{download, location_text};
+use emrboot_config::{BuildCache, SourceBuild};
+use emrboot_os::archive;
+use emrboot_os::command::Cmd;
+use emrboot_os::pkg::os_release;
+use emrboot_runner::{Ctx, PhaseError};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// What decides whether a cached build fits this node: the source, its steps, the OS and the
+/// CPU. `post` is left out: it runs on every node, hit or miss.
+pub fn cache_key(src: &SourceBuild, os_id: &str, os_version: &str, arch: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        src.name.as_str(),
+        &location_text(&src.url),
+        &src.sha256,
+        &src.build.join("\u{1}"),
+        &src.install.join("\u{1}"),
+        os_id,
+        os_version,
+        arch,
+    ] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    hex::encode(&h.finalize()[..8])
+}
+
+struct Names {
+    key: String,
+    marker: String,
+    /// (bucket, key) of the cached archive, with a cache.
+    object: Option<(String, String)>,
+}
+
+fn names(ctx: &Ctx, src: &SourceBuild, cache: Option<&BuildCache>) -> Names {
+    let (id, version) = os_release(ctx.root.path());
+    let key = cache_key(src, &id, &version, std::env::consts::ARCH);
+    let object = cache.map(|c| {
+        (
+            c.bucket.clone(),
+            format!("{}{}-{key}.tar.gz", c.prefix, src.name),
+        )
+    });
+    Names {
+        marker: format!("source-{}-{key}", src.name),
+        key,
+        object,
+    }
+}
+
+fn s3_text((bucket, key): &(String, String)) -> String {
+    format!("s3://{bucket}/{key}")
+}
+
+pub(super) async fn plan(
+    ctx: &Ctx,
+    src: &SourceBuild,
+    cache: Option<&BuildCache>,
+) -> Result<Vec<String>, PhaseError> {
+    let n = names(ctx, src, cache);
+    if marker(ctx, &n.marker).is_file() {
+        return Ok(Vec::new());
+    }
+    let build = format!(
+        "download {}, check sha256, build ({}), install to staging",
+        location_text(&src.url),
+        src.build.join("; ")
+    );
+    let line = match &n.object {
+        Some(obj) => {
+            let s3 = ctx.aws.s3().await.map_err(PhaseError::failed)?;
+            match s3.head_sha256(&obj.0, &obj.1).await? {
+                Some(Some(_)) => format!(
+                    "source {}: cache hit {}: unpack and run post",
+                    src.name,
+                    s3_text(obj)
+                ),
+                _ => format!(
+                    "source {}: cache miss: {build}, upload {}",
+                    src.name,
+                    s3_text(obj)
+                ),
+            }
+        }
+        None => format!("source {}: {build}", src.name),
+    };
+    Ok(vec![line])
+}
+
+/// Runs `sh -c STEP` (the config's own text, the one place a shell runs), bounded, logged
+/// with its duration.
+async fn step(
+    kind: &str,
+    text: &str,
+    cwd: &Path,
+    env: &[(&str, &Path)],
+    bound: Duration,
+) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let mut cmd = Cmd::new(["sh", "-c", text], bound).cwd(cwd);
+    for (k, v) in env {
+        cmd = cmd.env(*k, *v);
+    }
+    cmd.run()
+        .await
+        .with_context(|| format!("{kind} step {text:?}"))?;
+    tracing::info!(
+        phase = "install",
+        step = kind,
+        secs = start.elapsed().as_secs_f64(),
+        "{text}"
+    );
+    Ok(())
+}
+
+/// Downloads the cached archive to `dest` when the cache holds a whole one.
+async fn fetch_cached(ctx: &Ctx, obj: &(String, String), dest: &Path) -> anyhow::Result<bool> {
+    let s3 = ctx.aws.s3().await?;
+    let Some(meta) = s3.head_sha256(&obj.0, &obj.1).await? else {
+        tracing::info!(phase = "install", object = %s3_text(obj), "build cache miss");
+        return Ok(false);
+    };
+    let loc = emrboot_config::Location::S3 {
+        bucket: obj.0.clone(),
+        key: obj.1.clone(),
+    };
+    let got = download(&ctx.aws, &loc, dest).await?;
+    if meta.as_deref() == Some(got.as_str()) {
+        return Ok(true);
+    }
+    tracing::warn!(
+        phase = "install",
+        object = %s3_text(obj),
+        expected = meta.as_deref().unwrap_or("(none)"),
+        got = %got,
+        "cached build is corrupt or partial; building from source and replacing it"
+    );
+    Ok(false)
+}
+
+/// Download, check, unpack, build, stage, pack into `archive_path`.
+async fn build(
+    ctx: &Ctx,
+    src: &SourceBuild,
+    work: &Path,
+    archive_path: &Path,
+) -> anyhow::Result<()> {
+    let url = location_text(&src.url);
+    let tarball = work.join("source");
+    let got = download(&ctx.aws, &src.url, &tarball).await?;
+    if got != src.sha256 {
+        return Err(anyhow!(
+            "{url}: sha256 mismatch: the config says {}, the download is {got}; nothing was unpacked or run",
+            src.sha256
+        ));
+    }
+    let tree = archive::unpack_source(&tarball, &work.join("src")).await?;
+    let staging = work.join("stage");
+    std::fs::create_dir_all(&staging).with_context(|| format!("create {}", staging.display()))?;
+    let bound = Duration::from_secs(src.step_timeout_secs);
+    let root = ctx.root.path();
+    for s in &src.build {
+        step("build", s, &tree, &[("EMRBOOT_ROOT", root)], bound).await?;
+    }
+    for s in &src.install {
+        step(
+            "install",
+            s,
+            &tree,
+            &[("DESTDIR", &staging), ("EMRBOOT_ROOT", root)],
+            bound,
+        )
+        .await?;
+    }
+    archive::pack(&staging, archive_path)?;
+    Ok(())
+}
+
+pub(super) async fn apply(
+    ctx: &Ctx,
+    src: &SourceBuild,
+    cache: Option<&BuildCache>,
+) -> Result<Vec<String>, PhaseError> {
+    let n = names(ctx, src, cache);
+    if marker(ctx, &n.marker).is_file() {
+        tracing::info!(
+            phase = "install",
+            outcome = "unchanged",
+            "source {} already installed (key {})",
+            src.name,
+            n.key
+        );
+        return Ok(Vec::new());
+    }
+    let work: PathBuf = install_dir(ctx).join(format!("work-{}-{}", src.name, std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).with_context(|| format!("create {}", work.display()))?;
+    let result = build_or_fetch(ctx, src, &n, &work).await;
+    let _ = std::fs::remove_dir_all(&work);
+    let actions = result?;
+    write_marker(ctx, &n.marker)?;
+    Ok(actions)
+}
+
+async fn build_or_fetch(
+    ctx: &Ctx,
+    src: &SourceBuild,
+    n: &Names,
+    work: &Path,
+) -> anyhow::Result<Vec<String>> {
+    let archive_path = work.join("staged.tar.gz");
+    let mut actions = Vec::new();
+    let hit = match &n.object {
+        Some(obj) if fetch_cached(ctx, obj, &archive_path).await? => {
+            actions.push(format!("source {}: cache hit {}", src.name, s3_text(obj)));
+            true
+        }
+        _ => false,
+    };
+    if !hit {
+        build(ctx, src, work, &archive_path).await?;
+        actions.push(format!(
+            "source {}: built from {}",
+            src.name,
+            location_text(&src.url)
+        ));
+    }
+    let files = archive::unpack(&archive_path, ctx.root.path())?;
+    actions.push(format!(
+        "source {}: {files} staged entries copied into {}",
+        src.name,
+        ctx.root.path().display()
+    ));
+    let root = ctx.root.path();
+    for s in &src.post {
+        step(
+            "post",
+            s,
+            root,
+            &[("EMRBOOT_ROOT", root)],
+            Duration::from_secs(src.step_timeout_secs),
+        )
+        .await?;
+    }
+    if !hit {
+        if let Some(obj) = &n.object {
+            let sha = archive::sha256_file(&archive_path)?;
+            let size = std::fs::metadata(&archive_path)
+                .map(|m| m.len())
+                .unwrap_or(0);
+            // Another node racing us uploads the same content under the same key: either wins.
+            match ctx
+                .aws
+                .s3()
+                .await?
+                .put_file(&obj.0, &obj.1, &archive_path, &sha)
+                .await
+            {
+                Ok(()) => actions.push(format!(
+                    "source {}: uploaded {} ({size} bytes)",
+                    src.name,
+                    s3_text(obj)
+                )),
+                Err(e) => tracing::warn!(
+                    phase = "install",
+                    "build cache upload failed (the node is fine): {e}"
+                ),
+            }
+        }
+    }
+    for a in &actions {
+        log_action(a);
+    }
+    Ok(actions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use emrboot_config::Location;
+
+    fn src() -> SourceBuild {
+        SourceBuild {
+            name: "mecab".into(),
+            url: Location::Https {
+                url: "https://example.org/m.tgz".into(),
+            },
+            sha256: "ab".repeat(32),
+            build: vec!["./configure".into(), "make".into()],
+            install: vec!["make install".into()],
+            post: vec!["ldconfig".into()],
+            step_timeout_secs: 60,
+        }
+    }
+
+    #[test]
+    fn the_key_covers_source_steps_os_and_arch_but_not_post() {
+        let base = cache_key(&src(), "amzn", "2023", "x86_64");
+        assert_eq!(base, cache_key(&src(), "amzn", "2023", "x86_64"));
+        let mut s = src();
+        s.post = vec![];
+        assert_eq!(base, cache_key(&s, "amzn", "2023", "x86_64"));
+        for other in [
+            cache_key(&src(), "amzn", "2", "x86_64"),
+            cache_key(&src(), "debian", "2023", "x86_64"),
+            cache_key(&src(), "amzn", "2023", "aarch64"),
+            cache_key(
+                &SourceBuild {
+                    build: vec!["make -j4".into()],
+                    ..src()
+                },
+                "amzn",
+                "2023",
+                "x86_64",
+            ),
+            cache_key(
+                &SourceBuild {
+                    sha256: "cd".repeat(32),
+                    ..src()
+                },
+                "amzn",
+                "2023",
+                "x86_64",
+            ),
+        ] {
+            assert_ne!(base, other);
+        }
+    }
+}
