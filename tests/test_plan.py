@@ -13,7 +13,8 @@ SEOUL_LINK = "- link /etc/localtime -> /usr/share/zoneinfo/Asia/Seoul"
 def full_config(aws, install_extra=""):
     return (f'[install]\ntimezone = "Asia/Seoul"\n{install_extra}\n'
             '[tags]\nname_suffix = "role"\n[tags.set]\nProject = "EMR-PRACTICE"\nCustomer = "acme"\n\n'
-            '[efs]\nfile_system_id = "fs-12345678"\nmount_point = "/practice-efs"\n\n'
+            # localhost resolves from /etc/hosts: no DNS query leaves the machine.
+            '[efs]\ndns_name = "localhost"\nmount_point = "/practice-efs"\n\n'
             f'[ip_takeover]\naddress = "{aws["fixed_ip"]}"\nreserved_eni = "{aws["reserved_eni_id"]}"\n')
 
 

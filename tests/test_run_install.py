@@ -237,49 +237,47 @@ def test_status_without_a_run(master):
     assert cp.returncode == 1
 
 
-# -- phases not built yet --------------------------------------------------------------------------
+# -- a phase whose check fails ---------------------------------------------------------------
 
-# A phase the config asks for that is not built yet (efs-mount, as of this writing: when it is
-# built, point UNBUILT at another one, or drop these tests).
-UNBUILT, UNBUILT_PHASE = '\n[efs]\nfile_system_id = "fs-12345678"\nmount_point = "/practice-efs"\n', "efs-mount"
+# efs-mount with an owner the node does not have: its check fails before anything changes, and
+# before any DNS lookup or network traffic.
+BAD_EFS, BAD_PHASE = ('\n[efs]\nfile_system_id = "fs-12345678"\nmount_point = "/practice-efs"\n'
+                      'owner = "no-such-user-xyz:root"\n'), "efs-mount"
 
 
-def test_unbuilt_phase_fails_the_run_but_install_runs(master, cfg, scratch_root):
-    cp = run(master, "--config", cfg(SEOUL + UNBUILT))
-    assert cp.returncode == 1, cp.stdout + cp.stderr
+def test_a_failed_check_of_a_required_phase_changes_nothing(master, cfg, scratch_root):
+    cp = run(master, "--config", cfg(SEOUL + BAD_EFS))
+    assert cp.returncode == 2, cp.stdout + cp.stderr
     code, st = status_json(master)
-    assert code == 1 and st["state"] == "failed" and st["exit_code"] == 1
-    failed = phase(st, UNBUILT_PHASE)
-    assert failed["outcome"] == "failed" and "not implemented" in failed.get("error", ""), failed
-    inst = phase(st, "install")
-    assert inst["outcome"] == "changed", f"install (phase 1) did not run: {inst}"
-    assert inst["actions"] == [SEOUL_ACTION]
-    assert os.readlink(localtime(scratch_root)) == "/usr/share/zoneinfo/Asia/Seoul"
+    assert code == 1 and st["state"] == "failed" and st["exit_code"] == 2
+    failed = phase(st, BAD_PHASE)
+    assert failed["outcome"] == "failed" and "no-such-user-xyz" in failed.get("error", ""), failed
+    assert phase(st, "install")["outcome"] == "not-run"
+    assert not os.path.lexists(localtime(scratch_root)), "install ran although a check failed"
 
 
-def test_unbuilt_phase_is_said_on_stderr_and_in_the_log(master, cfg):
-    cp = run(master, "--config", cfg(SEOUL + UNBUILT))
-    assert cp.returncode == 1, cp.stdout + cp.stderr
+def test_a_failed_check_is_said_on_stderr_and_in_the_log(master, cfg):
+    cp = run(master, "--config", cfg(SEOUL + BAD_EFS))
     for where, text in (("stderr", cp.stderr), ("log file", master.log_file.read_text())):
-        failed = [ln for ln in text.splitlines() if "not implemented" in ln]
-        assert failed, f"the {UNBUILT_PHASE} failure is not in the {where}:\n{text}"
-        assert any(UNBUILT_PHASE in ln for ln in failed), f"the {where} does not say which phase failed:\n{text}"
+        lines = [ln for ln in text.splitlines() if "no-such-user-xyz" in ln]
+        assert lines, f"the {BAD_PHASE} failure is not in the {where}:\n{text}"
+        assert any(BAD_PHASE in ln for ln in lines), f"the {where} does not say which phase failed:\n{text}"
 
 
-def test_only_install_with_an_unbuilt_phase_in_the_config_succeeds(master, cfg, scratch_root):
-    cp = run(master, "--config", cfg(SEOUL + UNBUILT), "--only", "install")
+def test_only_install_ignores_a_bad_phase_elsewhere_in_the_config(master, cfg, scratch_root):
+    cp = run(master, "--config", cfg(SEOUL + BAD_EFS), "--only", "install")
     assert cp.returncode == 0, cp.stdout + cp.stderr
     assert os.readlink(localtime(scratch_root)) == "/usr/share/zoneinfo/Asia/Seoul"
     _, st = status_json(master)
-    assert phase(st, UNBUILT_PHASE)["outcome"] == "skipped"
+    assert phase(st, BAD_PHASE)["outcome"] == "skipped"
     assert phase(st, "install")["outcome"] == "changed"
 
 
 def test_optional_phase_failure_does_not_fail_the_run(master, cfg, scratch_root):
-    cp = run(master, "--config", cfg(SEOUL + UNBUILT + "required = false\n"))
+    cp = run(master, "--config", cfg(SEOUL + BAD_EFS + "required = false\n"))
     assert cp.returncode == 0, cp.stdout + cp.stderr
     _, st = status_json(master)
-    failed = phase(st, UNBUILT_PHASE)
+    failed = phase(st, BAD_PHASE)
     assert failed["outcome"] == "failed" and failed["required"] is False, failed
     assert phase(st, "install")["outcome"] == "changed"
     assert os.readlink(localtime(scratch_root)) == "/usr/share/zoneinfo/Asia/Seoul"

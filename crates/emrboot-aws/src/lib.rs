@@ -2,6 +2,7 @@
 //! a reader sees in one place which calls emrboot makes, and tests can count or fake them.
 
 pub mod ec2;
+pub mod efs;
 pub mod fetch;
 pub mod s3;
 pub mod sdk;

@@ -99,6 +99,9 @@ impl Cmd {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Its own process group, so that a timeout kills what it started too (`sh -c`
+            // build steps leave make, cc, sleep... behind otherwise).
+            .process_group(0)
             .kill_on_drop(true);
         if let Some(dir) = &self.cwd {
             c.current_dir(dir);
@@ -108,6 +111,7 @@ impl Cmd {
             cmd: cmd.clone(),
             source,
         })?;
+        let pgid = child.id();
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         let work = async {
@@ -125,11 +129,18 @@ impl Cmd {
                 stdout,
             }),
             Ok((_, Err(source))) => Err(CommandError::Spawn { cmd, source }),
-            // Dropping the child (kill_on_drop) kills it.
-            Err(_) => Err(CommandError::TimedOut {
-                cmd,
-                secs: self.timeout.as_secs(),
-            }),
+            Err(_) => {
+                if let Some(pg) = pgid.and_then(|p| i32::try_from(p).ok()) {
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(pg),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                Err(CommandError::TimedOut {
+                    cmd,
+                    secs: self.timeout.as_secs(),
+                })
+            }
         }
     }
 }
@@ -185,6 +196,23 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(e, CommandError::TimedOut { .. }), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_timeout_kills_the_whole_process_group() {
+        let d = tempfile::tempdir().unwrap();
+        let pidfile = d.path().join("pid");
+        let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+        let e = Cmd::new(["sh", "-c", &script], Duration::from_millis(500))
+            .run()
+            .await
+            .unwrap_err();
+        assert!(matches!(e, CommandError::TimedOut { .. }));
+        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| !s.contains(") Z "));
+        assert!(!alive, "the step's child {pid} survived the timeout");
     }
 
     #[tokio::test]

@@ -4,6 +4,8 @@
 pub mod archive;
 pub mod atomic;
 pub mod command;
+pub mod fstab;
+pub mod mount;
 pub mod nat;
 pub mod netlink;
 pub mod pkg;

@@ -1,6 +1,7 @@
 //! The phases of emrboot, one module each. Their order is `PhaseName::ORDER`; this crate only
 //! says which phases are built.
 
+pub mod efs_mount;
 pub mod install;
 pub mod ip_takeover;
 pub mod per_boot;
@@ -15,6 +16,7 @@ pub fn all() -> Vec<Box<dyn Phase>> {
     vec![
         Box::new(install::Install),
         Box::new(tag::Tag),
+        Box::new(efs_mount::EfsMount::default()),
         Box::new(ip_takeover::IpTakeover::default()),
         Box::new(shutdown_hook::ShutdownHook),
     ]
