@@ -122,3 +122,64 @@ def netbench(moto, aws, tmp_path):
     nb = netns.NetBench.create(moto, aws, tmp_path / "netbench")
     yield nb
     nb.close()
+
+
+@pytest.fixture
+def debian_node(moto, aws, imds, tmp_path):
+    """A real Debian node (tests/chroot.py): a fresh bookworm minbase chroot with emrboot at
+    /usr/local/bin/emrboot and the seeded master's info files; a chroot.ChrootNode (.root,
+    .chroot, .env, .emrboot(*args), .sh(script), .write(path, text), .log_file). The minbase
+    tarball is made once with debootstrap (cached in .bench/): when that is impossible the test
+    fails and says why. /proc is unmounted after the test, even on failure."""
+    import chroot
+
+    try:
+        ch = chroot.Chroot.create(tmp_path / "debian")
+    except chroot.ChrootError as e:
+        pytest.fail(f"cannot make the Debian chroot: {e}", pytrace=False)
+    try:
+        try:
+            n = chroot.ChrootNode(ch, moto, imds, aws)
+        except chroot.ChrootError as e:
+            pytest.fail(str(e), pytrace=False)
+        yield n
+    finally:
+        ch.close()
+    assert not chroot.mounts_under(tmp_path), "a mount was left behind"
+
+
+@pytest.fixture
+def vmkit(tmp_path, request):
+    """The VM bench (tests/vm/vm.py): Debian's kernel in QEMU (TCG) against nfs-ganesha on
+    loopback. Gives a vm.VmKit: .export (a tmp dir served as `/` by .ganesha, a started
+    vm.Ganesha on .nfs_port), .kernel, .build(script, binary=None, files=None, **kw) ->
+    initramfs, .run(initramfs, imds_port=None, timeout=120) -> vm.VmResult (.console, .exit),
+    .boot(script, ...) = build + run. Ganesha is stopped after the test, even on failure.
+
+    Skipped, with a message saying so, only where qemu-system-x86_64 is missing (the machine
+    cannot run the VM bench at all); a missing kernel cache is an error (run tests/vm/setup.sh).
+    """
+    vm_dir = str(Path(__file__).resolve().parent / "vm")
+    if vm_dir not in sys.path:
+        sys.path.insert(0, vm_dir)
+    import vm
+
+    if not vm.qemu_binary():
+        msg = (f"SKIPPED VM test: {vm.QEMU} is not installed, this machine cannot run QEMU "
+               "(tests/vm/setup.sh installs qemu-system-x86)")
+        print(msg)
+        plugins = request.config.pluginmanager
+        reporter, capman = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
+        if reporter is not None and capman is not None:  # shown even with -q and output capture
+            with capman.global_and_fixture_disabled():
+                reporter.ensure_newline()
+                reporter.write_line(msg)
+        pytest.skip(msg)
+    try:
+        kit = vm.VmKit(tmp_path / "vmkit")
+    except vm.VmkitUnavailable as e:
+        pytest.fail(str(e), pytrace=False)
+    try:
+        yield kit
+    finally:
+        kit.close()

@@ -18,6 +18,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo build"
 cargo build --workspace --locked
 
+step "cargo build (static, for the VM tests: glibc crt-static)"
+RUSTFLAGS="-C target-feature=+crt-static" cargo build -p emrboot --locked --target x86_64-unknown-linux-gnu
+
 step "cargo test (unit)"
 cargo test --workspace --locked
 

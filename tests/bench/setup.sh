@@ -11,6 +11,8 @@ STAMP="$VENV/.requirements.sha256"
 
 # Debian packages the bench needs; add to this list (e.g. musl-tools, nfs-ganesha, qemu-system-x86).
 BENCH_APT_PACKAGES=(iproute2 iptables socat)
+# install phase tests: a Debian minbase chroot (tests/chroot.py) and GNU time for the benchmark.
+BENCH_APT_PACKAGES+=(debootstrap time)
 BENCH_APT_PACKAGES+=(${BENCH_APT_EXTRA:-})
 
 export DEBIAN_FRONTEND=noninteractive
@@ -53,3 +55,6 @@ if [[ "$want" != "$have" ]]; then
 else
     say "venv up to date ($VENV)"
 fi
+
+# The VM bench (tests/vm): nfs-ganesha, QEMU, busybox and the cached guest kernel.
+bash "$REPO/tests/vm/setup.sh"

@@ -68,13 +68,18 @@ impl Aws {
         }
     }
 
+    /// The region, without building any client: AWS_REGION, else IMDS placement/region.
+    pub async fn region(&self) -> Result<String, SdkError> {
+        match env_region() {
+            Some(r) => Ok(r),
+            None => self.imds.region().await.map_err(SdkError::Region),
+        }
+    }
+
     pub async fn config(&self) -> Result<&SdkConfig, SdkError> {
         self.sdk
             .get_or_try_init(|| async {
-                let region = match env_region() {
-                    Some(r) => r,
-                    None => self.imds.region().await.map_err(SdkError::Region)?,
-                };
+                let region = self.region().await?;
                 let credentials = aws_config::default_provider::credentials::Builder::default()
                     .region(Region::new(region.clone()))
                     .imds_client(self.imds.sdk_client())

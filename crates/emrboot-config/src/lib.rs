@@ -12,7 +12,7 @@ mod walker;
 
 pub use diag::{ConfigErrors, Diagnostic};
 pub use names::{PhaseName, Role};
-pub use parse::{DEFAULT_STEP_TIMEOUT_SECS, MAX_TAGS};
+pub use parse::{DEFAULT_EFS_TIMEOUT_SECS, DEFAULT_STEP_TIMEOUT_SECS, MAX_TAGS};
 pub use schema::*;
 
 use std::path::Path;

@@ -11,6 +11,8 @@ use toml_edit::Item;
 pub const MAX_TAGS: usize = 50;
 /// Default bound on one build, install or post step of a source build.
 pub const DEFAULT_STEP_TIMEOUT_SECS: u64 = 3600;
+/// Default bound on the wait for the NFS port and on each mount try.
+pub const DEFAULT_EFS_TIMEOUT_SECS: u64 = 60;
 
 pub(crate) fn config(w: &mut Walker<'_>, root: &Item) -> Config {
     let mut cfg = Config::default();
@@ -314,6 +316,10 @@ fn efs(w: &mut Walker<'_>, mut t: TableReader<'_>) -> Option<Efs> {
         .field("fstab")
         .and_then(|f| checked(w, &f, values::absolute_path))
         .unwrap_or_else(|| "/etc/fstab".into());
+    let timeout_secs = t
+        .field("timeout_secs")
+        .and_then(|f| f.u64(w))
+        .unwrap_or(DEFAULT_EFS_TIMEOUT_SECS);
     let target = match (
         fs_id,
         dns,
@@ -349,6 +355,7 @@ fn efs(w: &mut Walker<'_>, mut t: TableReader<'_>) -> Option<Efs> {
         owner,
         options,
         fstab,
+        timeout_secs,
     })
 }
 

@@ -111,6 +111,8 @@ pub struct Efs {
     pub options: String,
     /// The fstab to keep the managed line in; tests point it at a scratch file.
     pub fstab: PathBuf,
+    /// Bound on the wait for TCP 2049 and on each mount try.
+    pub timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

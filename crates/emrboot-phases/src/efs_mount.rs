@@ -12,8 +12,6 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::OnceCell;
 
 const NFS_PORT: u16 = 2049;
-const TCP_WAIT: Duration = Duration::from_secs(60);
-const MOUNT_BOUND: Duration = Duration::from_secs(90);
 /// efs-utils retries a failed mount; so do we, with backoff and jitter.
 const MOUNT_TRIES: u32 = 3;
 const DNS_BOUND: Duration = Duration::from_secs(5);
@@ -77,14 +75,8 @@ async fn resolves(name: &str) -> bool {
 }
 
 async fn resolve(ctx: &Ctx, cfg: &Efs) -> Result<Target, PhaseError> {
-    let region = ctx
-        .aws
-        .config()
-        .await
-        .map_err(PhaseError::invalid)?
-        .region()
-        .map(|r| r.to_string())
-        .unwrap_or_default();
+    // Only the region: a dns_name that resolves needs no AWS client at all.
+    let region = ctx.aws.region().await.map_err(PhaseError::invalid)?;
     let (name, fs_id) = dns_name(&cfg.target, &region);
     if resolves(&name).await {
         return Ok(Target {
@@ -185,7 +177,8 @@ impl EfsMount {
         let mp = Self::mount_point(ctx, cfg);
         let mut last = None;
         for attempt in 1..=MOUNT_TRIES {
-            match mount::mount("nfs4", &cfg.options, &t.source(), &mp, MOUNT_BOUND).await {
+            let bound = Duration::from_secs(cfg.timeout_secs);
+            match mount::mount("nfs4", &cfg.options, &t.source(), &mp, bound).await {
                 Ok(()) if self.mounted(ctx, cfg, t).map_err(|e| e.error)? => return Ok(()),
                 Ok(()) => {
                     last = Some(anyhow!(
@@ -272,7 +265,7 @@ impl Phase for EfsMount {
         let mp = Self::mount_point(ctx, cfg);
         let mut a = Vec::new();
         if !self.mounted(ctx, cfg, t)? {
-            mount::wait_tcp(&t.host, NFS_PORT, TCP_WAIT).await?;
+            mount::wait_tcp(&t.host, NFS_PORT, Duration::from_secs(cfg.timeout_secs)).await?;
             std::fs::create_dir_all(&mp).with_context(|| format!("create {}", mp.display()))?;
             self.mount_with_retries(ctx, cfg, t).await?;
             a.push(format!(
