@@ -69,12 +69,36 @@ fn replace(
     result
 }
 
-/// True when both files exist and hold the same bytes; compared in chunks, sizes first.
+/// Puts `src`'s bytes at `dst` atomically: a hard link when both are on one file system (no
+/// copy, nothing to fsync but the directory), else a streamed copy. `dst` gets `mode` only when
+/// copied; a link shares `src`'s inode, mode included.
+pub fn link_or_copy(src: &Path, dst: &Path, mode: u32) -> Result<(), AtomicError> {
+    let dir = dst.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(ctx("create directory", dir))?;
+    let name = dst.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.link.{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    if fs::hard_link(src, &tmp).is_ok() {
+        let renamed = fs::rename(&tmp, dst);
+        // rename() of two links to one inode does nothing and leaves the temporary link.
+        let _ = fs::remove_file(&tmp);
+        renamed.map_err(ctx("rename onto", dst))?;
+        return sync_dir(dir);
+    }
+    copy(src, dst, mode)
+}
+
+/// True when both files exist and hold the same bytes: the same inode, or compared in chunks,
+/// sizes first.
 pub fn same_contents(a: &Path, b: &Path) -> bool {
     use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
     let (Ok(ma), Ok(mb)) = (fs::metadata(a), fs::metadata(b)) else {
         return false;
     };
+    if (ma.dev(), ma.ino()) == (mb.dev(), mb.ino()) {
+        return true;
+    }
     if ma.len() != mb.len() {
         return false;
     }
@@ -153,6 +177,18 @@ mod tests {
         changed[150_000] = 8;
         fs::write(&a, changed).unwrap();
         assert!(!same_contents(&a, &b));
+    }
+
+    #[test]
+    fn link_or_copy_gives_the_same_bytes() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a"), d.path().join("bin/b"));
+        fs::write(&a, b"binary").unwrap();
+        link_or_copy(&a, &b, 0o755).unwrap();
+        assert!(same_contents(&a, &b));
+        assert_eq!(fs::read(&b).unwrap(), b"binary");
+        link_or_copy(&a, &b, 0o755).unwrap();
+        assert_eq!(fs::read_dir(d.path().join("bin")).unwrap().count(), 1);
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! The phases of emrboot, one module each. Their order is `PhaseName::ORDER`; this crate only
 //! says which phases are built.
 
+// The async state machines of the phases nest the SDK's futures deeply; release builds need
+// more than the default 128 levels to lay them out.
+#![recursion_limit = "256"]
+
 pub mod efs_mount;
 pub mod install;
 pub mod ip_takeover;

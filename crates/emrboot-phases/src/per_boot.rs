@@ -24,11 +24,11 @@ pub fn ensure_kept_binary(ctx: &Ctx, dry_run: bool) -> anyhow::Result<Option<Str
         return Ok(None);
     }
     if !dry_run {
-        atomic::copy(&ctx.self_exe, &kept, 0o755)
+        atomic::link_or_copy(&ctx.self_exe, &kept, 0o755)
             .with_context(|| format!("keep a copy of {}", ctx.self_exe.display()))?;
     }
     Ok(Some(format!(
-        "copy {} to {} (0755)",
+        "keep {} as {}",
         ctx.self_exe.display(),
         kept.display()
     )))

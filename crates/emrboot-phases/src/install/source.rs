@@ -260,13 +260,16 @@ async fn build_or_fetch(
                 .map(|m| m.len())
                 .unwrap_or(0);
             // Another node racing us uploads the same content under the same key: either wins.
-            match ctx
+            tracing::info!(phase = "install", object = %s3_text(obj), bytes = size, "uploading the staged build");
+            let start = Instant::now();
+            let put = ctx
                 .aws
                 .s3()
                 .await?
                 .put_file(&obj.0, &obj.1, &archive_path, &sha)
-                .await
-            {
+                .await;
+            tracing::info!(phase = "install", object = %s3_text(obj), secs = start.elapsed().as_secs_f64(), ok = put.is_ok(), "upload ended");
+            match put {
                 Ok(()) => actions.push(format!(
                     "source {}: uploaded {} ({size} bytes)",
                     src.name,
