@@ -17,21 +17,27 @@ impl S3 {
         &self.client
     }
 
+    async fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, AwsError> {
+        self.client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| located(AwsError::new("s3:GetObject", e), bucket, key))
+    }
+
     /// An object's body as a stream of chunks.
     pub async fn get_stream(
         &self,
         bucket: &str,
         key: &str,
     ) -> Result<aws_sdk_s3::primitives::ByteStream, AwsError> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| located(AwsError::new("s3:GetObject", e), bucket, key))?;
-        Ok(out.body)
+        Ok(self.get(bucket, key).await?.body)
     }
 
     /// The object's user metadata `sha256`, or `Ok(None)` when the object does not exist.
@@ -96,14 +102,7 @@ impl S3 {
             code: None,
             message: format!("s3://{bucket}/{key}: {message}"),
         };
-        let out = self
-            .client
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| located(AwsError::new("s3:GetObject", e), bucket, key))?;
+        let out = self.get(bucket, key).await?;
         if out.content_length().unwrap_or(0) as u64 > max {
             return Err(err(format!("larger than {max} bytes")));
         }
