@@ -162,23 +162,30 @@ class Imds(Proc):
         return json.loads(http("GET", self.url + "/_emu/issued-tokens")[2])
 
 
-def start_imds(moto_url, instance_id, workdir, region=REGION, timeout=15.0):
+def _start_helper(cls, name, script, args, port_var, health, workdir, timeout):
+    """Starts one of the bench's own servers (SCRIPT with `--port 0` ARGS), reads the port it
+    prints as PORT_VAR=<n>, and waits until HEALTH answers 200."""
     py = VENV / "bin" / "python"
-    cmd = [str(py if py.exists() else sys.executable), str(HERE / "imds.py"), "--port", "0",
-           "--moto", moto_url, "--instance-id", instance_id, "--region", region]
-    popen, log = _spawn("imds", cmd, workdir, {**os.environ, "PYTHONUNBUFFERED": "1"})
-    proc = Imds("imds", popen, None, log)
+    cmd = [str(py if py.exists() else sys.executable), str(HERE / script), "--port", "0", *args]
+    popen, log = _spawn(name, cmd, workdir, {**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = cls(name, popen, None, log)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.alive():
-        m = re.search(r"^IMDS_PORT=(\d+)$", log.read_text(errors="replace"), re.M)
+        m = re.search(rf"^{port_var}=(\d+)$", log.read_text(errors="replace"), re.M)
         if m:
             proc.port = int(m.group(1))
             proc.url = f"http://127.0.0.1:{proc.port}"
-            if http("GET", proc.url + "/_emu/health", timeout=2)[0] == 200:
+            if http("GET", proc.url + health, timeout=2)[0] == 200:
                 return proc
         time.sleep(0.05)
     proc.stop()
-    raise RuntimeError(f"imds.py did not start:\n{proc.log_tail()}")
+    raise RuntimeError(f"{script} did not start:\n{proc.log_tail()}")
+
+
+def start_imds(moto_url, instance_id, workdir, region=REGION, timeout=15.0):
+    return _start_helper(Imds, "imds", "imds.py",
+                         ["--moto", moto_url, "--instance-id", instance_id, "--region", region],
+                         "IMDS_PORT", "/_emu/health", workdir, timeout)
 
 
 class CountProxy(Proc):
@@ -209,22 +216,8 @@ class CountProxy(Proc):
 
 def start_countproxy(upstream_url, workdir, timeout=15.0):
     """A countproxy.py forwarding to UPSTREAM_URL (moto), listening on a free loopback port."""
-    py = VENV / "bin" / "python"
-    cmd = [str(py if py.exists() else sys.executable), str(HERE / "countproxy.py"), "--port", "0",
-           "--upstream", upstream_url]
-    popen, log = _spawn("countproxy", cmd, workdir, {**os.environ, "PYTHONUNBUFFERED": "1"})
-    proc = CountProxy("countproxy", popen, None, log)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.alive():
-        m = re.search(r"^COUNTPROXY_PORT=(\d+)$", log.read_text(errors="replace"), re.M)
-        if m:
-            proc.port = int(m.group(1))
-            proc.url = f"http://127.0.0.1:{proc.port}"
-            if http("GET", proc.url + "/_count/health", timeout=2)[0] == 200:
-                return proc
-        time.sleep(0.05)
-    proc.stop()
-    raise RuntimeError(f"countproxy.py did not start:\n{proc.log_tail()}")
+    return _start_helper(CountProxy, "countproxy", "countproxy.py", ["--upstream", upstream_url],
+                         "COUNTPROXY_PORT", "/_count/health", workdir, timeout)
 
 
 def _clients(moto_url, region):

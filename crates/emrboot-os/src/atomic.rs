@@ -37,16 +37,23 @@ pub fn copy(src: &Path, dst: &Path, mode: u32) -> Result<(), AtomicError> {
 }
 
 /// Fills a temporary file beside `path` with `fill`, fsyncs it and renames it over `path`.
+/// Creates `path`'s directory and returns it with a temporary name beside `path` (same
+/// directory, so the final rename is atomic).
+fn beside(path: &Path, tag: &str) -> Result<(PathBuf, PathBuf), AtomicError> {
+    let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    fs::create_dir_all(&dir).map_err(ctx("create directory", &dir))?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.{tag}.{}", std::process::id()));
+    Ok((dir, tmp))
+}
+
 fn replace(
     path: &Path,
     mode: u32,
     what: &'static str,
     fill: impl FnOnce(&mut File) -> io::Result<()>,
 ) -> Result<(), AtomicError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(ctx("create directory", dir))?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let (dir, tmp) = beside(path, "tmp")?;
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)
@@ -61,7 +68,7 @@ fn replace(
         fill(&mut f).map_err(ctx(what, &tmp))?;
         f.sync_all().map_err(ctx("fsync", &tmp))?;
         fs::rename(&tmp, path).map_err(ctx("rename onto", path))?;
-        sync_dir(dir)
+        sync_dir(&dir)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -73,17 +80,14 @@ fn replace(
 /// copy, nothing to fsync but the directory), else a streamed copy. `dst` gets `mode` only when
 /// copied; a link shares `src`'s inode, mode included.
 pub fn link_or_copy(src: &Path, dst: &Path, mode: u32) -> Result<(), AtomicError> {
-    let dir = dst.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(ctx("create directory", dir))?;
-    let name = dst.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.link.{}", std::process::id()));
+    let (dir, tmp) = beside(dst, "link")?;
     let _ = fs::remove_file(&tmp);
     if fs::hard_link(src, &tmp).is_ok() {
         let renamed = fs::rename(&tmp, dst);
         // rename() of two links to one inode does nothing and leaves the temporary link.
         let _ = fs::remove_file(&tmp);
         renamed.map_err(ctx("rename onto", dst))?;
-        return sync_dir(dir);
+        return sync_dir(&dir);
     }
     copy(src, dst, mode)
 }
@@ -129,17 +133,14 @@ pub fn sync_dir(dir: &Path) -> Result<(), AtomicError> {
 
 /// Points `link` at `target` atomically: a new symlink beside it, renamed over it.
 pub fn symlink(target: &Path, link: &Path) -> Result<(), AtomicError> {
-    let dir = link.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(ctx("create directory", dir))?;
-    let name = link.file_name().and_then(|n| n.to_str()).unwrap_or("link");
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let (dir, tmp) = beside(link, "tmp")?;
     let _ = fs::remove_file(&tmp);
     std::os::unix::fs::symlink(target, &tmp).map_err(ctx("symlink", &tmp))?;
     if let Err(e) = fs::rename(&tmp, link) {
         let _ = fs::remove_file(&tmp);
         return Err(ctx("rename onto", link)(e));
     }
-    sync_dir(dir)
+    sync_dir(&dir)
 }
 
 #[cfg(test)]

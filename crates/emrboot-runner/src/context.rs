@@ -3,7 +3,7 @@
 
 use crate::state::StateDir;
 use emrboot_aws::{Aws, Ec2};
-use emrboot_config::{Config, PhaseName, Role};
+use emrboot_config::{Config, Role};
 use emrboot_node::{Imds, NodeInfo};
 use emrboot_os::Root;
 use std::path::PathBuf;
@@ -58,13 +58,6 @@ impl Ctx {
         }
     }
 
-    /// Replaces EC2 with another implementation (a fake that models EC2, in unit tests).
-    pub fn with_ec2(self, ec2: Arc<dyn Ec2>) -> Self {
-        let cell = OnceCell::new();
-        let _ = cell.set(ec2);
-        Ctx { ec2: cell, ..self }
-    }
-
     pub async fn ec2(&self) -> anyhow::Result<Arc<dyn Ec2>> {
         let ec2 = self
             .ec2
@@ -74,12 +67,5 @@ impl Ctx {
             })
             .await?;
         Ok(ec2.clone())
-    }
-
-    /// True when a marker says this phase already succeeded on this instance with this config.
-    pub fn marker_exists(&self, phase: PhaseName) -> bool {
-        self.state
-            .marker(&self.node.instance_id, phase, &self.config)
-            .is_some()
     }
 }

@@ -58,12 +58,6 @@ impl PhaseError {
             error: error.into(),
         }
     }
-
-    /// For phases that exist in the config schema but whose work is not built yet: they must
-    /// fail loudly, never pretend to succeed.
-    pub fn not_implemented(what: &str) -> Self {
-        PhaseError::failed(anyhow::anyhow!("not implemented: {what}"))
-    }
 }
 
 impl fmt::Display for PhaseError {

@@ -30,15 +30,12 @@ async fn work(ctx: &Ctx, cfg: &Pip) -> Result<Work, PhaseError> {
     };
     let mut h = Sha256::new();
     h.update(requirements.as_deref().unwrap_or_default());
-    h.update(serde_json_like(&cfg.packages, cfg.target.as_deref()));
+    // Packages and target change what pip does as much as the requirements text does.
+    h.update(format!("\n{:?}\n{:?}", cfg.packages, cfg.target).as_bytes());
     Ok(Work {
         requirements,
         hash: hex::encode(&h.finalize()[..8]),
     })
-}
-
-fn serde_json_like(pkgs: &[String], target: Option<&std::path::Path>) -> Vec<u8> {
-    format!("\n{pkgs:?}\n{target:?}").into_bytes()
 }
 
 fn argv(cfg: &Pip, req_file: Option<&std::path::Path>) -> Vec<String> {
