@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The whole test suite: lint, unit tests, then the built binary against the test bench
-# (moto, the IMDS emulator, network namespaces). Installs what it needs; safe on a fresh machine.
+# The whole test suite: lint, unit tests, the release build (static x86_64 + aarch64 binaries,
+# RPMs), the fuzzers, then the release x86_64 binary against the test bench (moto, the IMDS
+# emulator, network namespaces, the VM). Installs what it needs; safe on a fresh machine.
+#   FUZZ_SECONDS=N  fuzz each parser N s (default 60; 0 skips the fuzzers)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-step() { printf '\n== %s\n' "$*"; }
+step() { printf '\n== %s (%s)\n' "$*" "$(date +%T)"; }
 
 step "bench setup"
 bash tests/bench/setup.sh
@@ -15,15 +17,18 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "cargo build"
-cargo build --workspace --locked
-
-step "cargo build (static, for the VM tests: glibc crt-static)"
-RUSTFLAGS="-C target-feature=+crt-static" cargo build -p emrboot --locked --target x86_64-unknown-linux-gnu
-
 step "cargo test (unit)"
 cargo test --workspace --locked
 
-step "bench tests (built binary against moto, IMDS emulator, netns)"
-export EMRBOOT_BIN="$PWD/target/debug/emrboot"
+step "release build: packaging/build.sh (static musl x86_64 + aarch64, RPMs)"
+bash packaging/build.sh
+
+if [[ "${FUZZ_SECONDS:-60}" != 0 ]]; then
+    step "fuzz the config and info-file parsers"
+    bash tests/fuzz.sh
+fi
+
+step "bench tests (the release x86_64 binary against moto, IMDS emulator, netns, VM)"
+export EMRBOOT_BIN="$PWD/dist/emrboot-x86_64"
+export EMRBOOT_STATIC_BIN="$EMRBOOT_BIN"
 .bench/venv/bin/pytest tests -q -p no:cacheprovider "$@"

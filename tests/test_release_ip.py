@@ -177,3 +177,60 @@ def test_release_ip_is_bounded_when_ec2_hangs(node, aws, moto, tmp_path):
         assert "DescribeNetworkInterfaces" in cp.stderr or "within" in cp.stderr, cp.stderr
     finally:
         hole.close()
+
+
+def fake_systemctl(tmp, jobs):
+    """A `systemctl` that answers `list-jobs` as systemd does during a shutdown (JOB UNIT TYPE
+    STATE) and records its arguments: emrboot asks it, as the poweroff unit's ExecStop does, whether
+    the node is rebooting. systemd itself cannot run in the bench."""
+    bin_dir = tmp / "fakebin"
+    bin_dir.mkdir(exist_ok=True)
+    log = tmp / "systemctl.args"
+    script = bin_dir / "systemctl"
+    script.write_text(f"#!/bin/sh\necho \"$@\" >> '{log}'\ncat <<'JOBS'\n{jobs}JOBS\n")
+    script.chmod(0o755)
+    return bin_dir, log
+
+
+def unit_env(node, bin_dir):
+    env = shutdown_env(node)
+    env["PATH"] = f"{bin_dir}:{env.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
+    return env
+
+
+def test_the_poweroff_unit_keeps_the_ip_when_the_node_reboots(netbench, tmp_path):
+    nb, m = netbench, netbench.master
+    take_over(nb)
+    bin_dir, log = fake_systemctl(tmp_path, "1204 reboot.target start waiting\n"
+                                            "1210 systemd-reboot.service start waiting\n")
+    before_aws, before_os = aws_state(nb), os_state(nb, m)
+    m.clear_calls()
+
+    cp = m.sh(bench.emrboot_bin(), "--state-dir", m.state_dir, "release-ip", "--not-on-reboot",
+              env=unit_env(m, bin_dir), timeout=90)
+
+    assert cp.returncode == 0, f"exit {cp.returncode}\n{cp.stdout}\n{cp.stderr}"
+    assert "list-jobs" in log.read_text()
+    assert "rebooting" in cp.stderr, cp.stderr
+    assert m.actions() == {}, "no AWS call when the node reboots"
+    assert aws_state(nb) == before_aws
+    assert os_state(nb, m) == before_os
+    assert f"{nb.fixed_ip}/32" in m.addresses()
+
+
+def test_the_poweroff_unit_releases_the_ip_at_poweroff(netbench, tmp_path):
+    nb, m = netbench, netbench.master
+    take_over(nb)
+    emulate_reassignment(nb, nb.fixed_ip, m.eni_id)
+    bin_dir, log = fake_systemctl(tmp_path, "1304 poweroff.target start waiting\n"
+                                            "1311 emrboot-release-ip.service stop running\n")
+    m.clear_calls()
+
+    cp = m.sh(bench.emrboot_bin(), "--state-dir", m.state_dir, "release-ip", "--not-on-reboot",
+              env=unit_env(m, bin_dir), timeout=90)
+
+    assert cp.returncode == 0, f"exit {cp.returncode}\n{cp.stdout}\n{cp.stderr}"
+    assert "list-jobs" in log.read_text()
+    assert nb.fixed_ip in nb.eni_ips(nb.reserved_eni), nb.enis()
+    assert f"{nb.fixed_ip}/32" not in m.addresses()
+    assert mutating(m.actions()) == {"AssignPrivateIpAddresses": 1}

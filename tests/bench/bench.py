@@ -189,11 +189,12 @@ def start_imds(moto_url, instance_id, workdir, region=REGION, timeout=15.0):
 
 
 class CountProxy(Proc):
-    """The counting proxy in front of moto (countproxy.py): what emrboot asked AWS for."""
+    """The counting and fault-injecting proxy in front of moto (countproxy.py): what emrboot
+    asked AWS for, and what it got instead when a test injects faults."""
 
     def calls(self):
-        """Every request forwarded since the last clear(): dicts with method, path, service,
-        action, params, status."""
+        """Every request finished since the last clear(): dicts with method, path, service,
+        action, params, status, fault."""
         st, _, body = http("GET", self.url + "/_count/log")
         assert st == 200, (st, body)
         return json.loads(body)
@@ -212,6 +213,44 @@ class CountProxy(Proc):
             if service is None or c["service"] == service:
                 out[c["action"]] = out.get(c["action"], 0) + 1
         return out
+
+
+    def faults(self, rules):
+        """Replaces the fault rules with RULES (a list of dicts: see countproxy.py's docstring);
+        answers the rules as the proxy took them."""
+        st, _, body = http("PUT", self.url + "/_fault/rules", body=list(rules))
+        assert st == 200, (st, body)
+        return json.loads(body)
+
+    def clear_faults(self):
+        """No rules any more; every held or hung request is released."""
+        st, _, body = http("DELETE", self.url + "/_fault/rules")
+        assert st == 200, (st, body)
+
+    def rules(self):
+        """The rules in force, each with its "matched" and "applied" counts."""
+        st, _, body = http("GET", self.url + "/_fault/rules")
+        assert st == 200, (st, body)
+        return json.loads(body)
+
+    def held(self):
+        """The requests held (or hung) right now: dicts with id, action, service, method, path,
+        when ("before", "after" or "hang")."""
+        st, _, body = http("GET", self.url + "/_fault/held")
+        assert st == 200, (st, body)
+        return json.loads(body)
+
+    def wait_held(self, n=1, timeout=30.0):
+        """Waits until at least N requests are held; returns them (raises on timeout)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            held = self.held()
+            if len(held) >= n or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        if len(held) < n:
+            raise AssertionError(f"{len(held)} requests held after {timeout} s, expected {n}: {held}")
+        return held
 
 
 def start_countproxy(upstream_url, workdir, timeout=15.0):

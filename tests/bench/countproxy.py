@@ -1,36 +1,78 @@
 #!/usr/bin/env python3
-"""A counting HTTP proxy for the test bench: sits between emrboot and moto, forwards every request
-unchanged and records what it was, so tests can count AWS calls by Action (moto's own request log
-is not reliable enough for that).
+"""A counting and fault-injecting HTTP proxy for the test bench: sits between emrboot and moto,
+forwards every request unchanged and records what it was, so tests can count AWS calls by Action
+(moto's own request log is not reliable enough for that); on demand it answers, delays, drops or
+holds chosen requests instead, the way a throttled or broken AWS endpoint would.
 
     python countproxy.py --upstream http://127.0.0.1:MOTO_PORT [--port 0] [--host 127.0.0.1]
 
 prints `COUNTPROXY_PORT=<n>` once it listens. Standard library only, one thread per connection,
-HTTP/1.1 keep-alive towards the client (the AWS SDK's hyper client reuses connections).
+HTTP/1.1 keep-alive towards the client (the AWS SDK's hyper client reuses connections), TCP_NODELAY.
 
-Each record: {"method", "path", "service", "action", "params", "status"}:
+Each record: {"method", "path", "service", "action", "params", "status", "fault"}:
 - action: `Action` from the form body (EC2/query protocol) or the query string, else the
   `X-Amz-Target` header (JSON protocols), else null (S3, REST);
 - service: from the SigV4 credential scope of the Authorization header (`ec2`, `s3`, ...), or null;
 - params: the query-protocol parameters, first value of each (so tests can check e.g.
   `AllowReassignment=true` on the wire, which moto itself ignores);
-- status: the upstream's HTTP status, or 502 when the upstream could not be reached.
+- status: the HTTP status the client got (the upstream's, the fault's, 502 when the upstream could
+  not be reached), or null when it got no answer (reset, hang, a client gone while held);
+- fault: null when the request was forwarded untouched, else the name of the fault applied.
+A request is recorded once it is finished (answered, reset, released or abandoned).
 
-Control API (not forwarded): GET /_count/log (the records, oldest first), DELETE /_count/log
-(clears them; answers the records it dropped), GET /_count/health.
+Control API (not forwarded), JSON:
+- GET /_count/log (the records, oldest first), DELETE /_count/log (clears them; answers the
+  records it dropped), GET /_count/health.
+- PUT /_fault/rules with a list of rules: replaces the rules (their counters start afresh).
+  GET /_fault/rules: the rules, each with "matched" and "applied" counts.
+  DELETE /_fault/rules: clears the rules and releases every held or hung request.
+- GET /_fault/held: the requests held right now, oldest first:
+  [{"id", "action", "service", "method", "path", "when"}] (when: "before" | "after" | "hang").
+
+A rule: {"service": "ec2"|"s3"|...|null, "action": REGEX|null, "method": "PUT"|...|null,
+"path": REGEX|null, "fault": F, ...}. A null (or absent) filter matches everything; the regexes are
+searched (re.search: anchor them for an exact name) in the action (Action or X-Amz-Target) and in
+the path without its query string; a request without an action never matches an action filter.
+Faults:
+- "throttle": EC2 and other query services: 503 with EC2's
+  <Response><Errors><Error><Code>RequestLimitExceeded</Code>... ; S3: 503 <Error><Code>SlowDown</Code>...;
+  JSON protocols: 400 ThrottlingException.
+- "error500": 500 InternalError in the service's error shape.
+- "error": "status" and "code" (and optional "message"), e.g. 400 InvalidParameterValue,
+  403 UnauthorizedOperation, in the service's error shape.
+- "reset": the client connection is closed with a TCP RST (SO_LINGER 0), without an answer.
+- "delay": sleeps "seconds", then forwards normally.
+- "hang": never answers; the connection is closed without an answer when the rules are cleared
+  or once the client goes away.
+- "hold": "when": "before" holds the request before forwarding it; "after" forwards it, reads the
+  upstream's answer and holds that. Released (forwarded, answered) when the rules are cleared;
+  dropped when the client goes away first. Listed by GET /_fault/held while held.
+Which matching requests a rule takes: "first": N (only the first N it matches), or "rate": 0.0-1.0
+(each matching request drawn from random.Random("seed", default 1) of that rule: repeatable), or
+by default all. Rules are tried in order; the first that takes a request applies its fault.
 """
 import argparse
 import http.client
+import itertools
 import json
+import random
 import re
+import select
+import socket
+import struct
 import sys
 import threading
+import time
 import urllib.parse
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
               "trailer", "trailers", "transfer-encoding", "upgrade", "expect", "proxy-connection"}
 SERVICE_RE = re.compile(r"Credential=[^/,\s]+/\d{8}/[^/]+/([^/]+)/aws4_request")
+FAULTS = ("throttle", "error500", "error", "reset", "delay", "hang", "hold")
+RULE_KEYS = {"service", "action", "method", "path", "fault", "status", "code", "message", "seconds",
+             "when", "rate", "seed", "first"}
 
 
 class Recorder:
@@ -48,6 +90,118 @@ class Recorder:
             if clear:
                 self.records.clear()
             return out
+
+
+class Rule:
+    def __init__(self, spec):
+        if not isinstance(spec, dict):
+            raise ValueError(f"a rule is a JSON object, not {spec!r}")
+        unknown = set(spec) - RULE_KEYS
+        if unknown:
+            raise ValueError(f"unknown rule keys {sorted(unknown)} in {spec!r}")
+        self.spec = dict(spec)
+        self.fault = spec.get("fault")
+        if self.fault not in FAULTS:
+            raise ValueError(f"fault must be one of {FAULTS}, not {self.fault!r}")
+        self.service = spec.get("service")
+        self.method = (spec.get("method") or "").upper() or None
+        self.action = re.compile(spec["action"]) if spec.get("action") is not None else None
+        self.path = re.compile(spec["path"]) if spec.get("path") is not None else None
+        if self.fault == "error":
+            if not isinstance(spec.get("status"), int) or not spec.get("code"):
+                raise ValueError(f'fault "error" needs an integer "status" and a "code": {spec!r}')
+        if self.fault == "delay" and not isinstance(spec.get("seconds"), (int, float)):
+            raise ValueError(f'fault "delay" needs "seconds": {spec!r}')
+        if self.fault == "hold" and spec.get("when") not in ("before", "after"):
+            raise ValueError(f'fault "hold" needs "when": "before" or "after": {spec!r}')
+        if "rate" in spec and "first" in spec:
+            raise ValueError(f'"rate" and "first" exclude each other: {spec!r}')
+        self.rate = spec.get("rate")
+        if self.rate is not None and not (isinstance(self.rate, (int, float)) and 0 <= self.rate <= 1):
+            raise ValueError(f'"rate" must be a number in [0, 1]: {spec!r}')
+        self.first = spec.get("first")
+        if self.first is not None and not (isinstance(self.first, int) and self.first >= 0):
+            raise ValueError(f'"first" must be a non-negative integer: {spec!r}')
+        self.rng = random.Random(spec.get("seed", 1))
+        self.matched = 0
+        self.applied = 0
+
+    def matches(self, req):
+        if self.service is not None and req["service"] != self.service:
+            return False
+        if self.method is not None and req["method"] != self.method:
+            return False
+        if self.action is not None and (req["action"] is None or not self.action.search(req["action"])):
+            return False
+        return self.path is None or bool(self.path.search(req["path"]))
+
+    def takes(self, req):
+        """Whether this rule applies to REQ; counts and draws only for requests it matches."""
+        if not self.matches(req):
+            return False
+        self.matched += 1
+        if self.first is not None:
+            take = self.matched <= self.first
+        elif self.rate is not None:
+            take = self.rng.random() < self.rate
+        else:
+            take = True
+        self.applied += take
+        return take
+
+    def describe(self):
+        return {**self.spec, "matched": self.matched, "applied": self.applied}
+
+
+class Faults:
+    """The rules and the requests held or hung under them."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.rules = []
+        self.release = threading.Event()  # set (and replaced) when the rules are cleared
+        self.held = {}
+        self.ids = itertools.count(1)
+
+    def set_rules(self, specs):
+        if not isinstance(specs, list):
+            raise ValueError("the body must be a JSON list of rules")
+        rules = [Rule(s) for s in specs]
+        with self.lock:
+            self.rules = rules
+
+    def clear(self):
+        with self.lock:
+            self.rules = []
+            self.release.set()
+            self.release = threading.Event()
+
+    def pick(self, req):
+        """The rule that applies to REQ, or None; and the release event of this generation."""
+        with self.lock:
+            for rule in self.rules:
+                if rule.takes(req):
+                    return rule, self.release
+            return None, self.release
+
+    def describe(self):
+        with self.lock:
+            return [r.describe() for r in self.rules]
+
+    def hold(self, req, when):
+        with self.lock:
+            hid = next(self.ids)
+            self.held[hid] = {"id": hid, "action": req["action"], "service": req["service"],
+                              "method": req["method"], "path": req["path"], "when": when}
+            return hid
+
+    def unhold(self, hid):
+        with self.lock:
+            self.held.pop(hid, None)
+
+    def list_held(self):
+        with self.lock:
+            return [self.held[k] for k in sorted(self.held)]
 
 
 def classify(method, path, headers, body):
@@ -71,7 +225,44 @@ def classify(method, path, headers, body):
     return service, action, params
 
 
-def make_handler(upstream, recorder):
+def error_answer(req, status, code, message):
+    """(status, headers, body) of an AWS error in the shape of REQ's service."""
+    status, headers, body = _error_answer(req, status, code, message)
+    return status, headers + [("Content-Length", str(len(body)))], body  # HEAD too
+
+
+def _error_answer(req, status, code, message):
+    rid = str(uuid.uuid4())
+    if req["service"] == "s3":
+        body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+                f"<Message>{message}</Message><RequestId>{rid}</RequestId></Error>")
+        return status, [("Content-Type", "application/xml"), ("x-amz-request-id", rid)], body.encode()
+    if req["params"].get("Action") or not req["headers"].get("X-Amz-Target"):
+        # EC2's query-protocol shape (other query services parse it too: Code and Message)
+        body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{code}</Code>'
+                f"<Message>{message}</Message></Error></Errors><RequestID>{rid}</RequestID></Response>")
+        return status, [("Content-Type", "text/xml;charset=UTF-8"), ("x-amzn-RequestId", rid)], body.encode()
+    body = json.dumps({"__type": code, "message": message})
+    return status, [("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-RequestId", rid),
+                    ("x-amzn-ErrorType", code)], body.encode()
+
+
+def canned(rule, req):
+    """The answer of a throttle / error500 / error rule."""
+    if rule.fault == "throttle":
+        if req["service"] == "s3":
+            return error_answer(req, 503, "SlowDown", "Please reduce your request rate.")
+        if req["params"].get("Action") or not req["headers"].get("X-Amz-Target"):
+            return error_answer(req, 503, "RequestLimitExceeded", "Request limit exceeded.")
+        return error_answer(req, 400, "ThrottlingException", "Rate exceeded")
+    if rule.fault == "error500":
+        return error_answer(req, 500, "InternalError",
+                            "We encountered an internal error. Please try again.")
+    return error_answer(req, rule.spec["status"], rule.spec["code"],
+                        rule.spec.get("message") or f"{rule.spec['code']} (injected by countproxy)")
+
+
+def make_handler(upstream, recorder, faults):
     up = urllib.parse.urlsplit(upstream)
     if up.scheme != "http" or not up.hostname:
         raise ValueError(f"--upstream must be http://host:port, not {upstream!r}")
@@ -110,19 +301,67 @@ def make_handler(upstream, recorder):
             if self.command != "HEAD":
                 self.wfile.write(data)
 
-        def control(self, method, path):
+        def reply_json(self, status, obj):
+            return self.reply(status, json.dumps(obj).encode())
+
+        def control(self, method, path, body):
             if (method, path) == ("GET", "/_count/health"):
                 return self.reply(200, b"ok", "text/plain")
             if path == "/_count/log" and method in ("GET", "DELETE"):
-                return self.reply(200, json.dumps(recorder.snapshot(clear=method == "DELETE")).encode())
-            return self.reply(404, json.dumps({"error": "no such control endpoint"}).encode())
+                return self.reply_json(200, recorder.snapshot(clear=method == "DELETE"))
+            if path == "/_fault/rules" and method == "PUT":
+                try:
+                    faults.set_rules(json.loads(body or b"null"))
+                except (ValueError, re.error) as e:
+                    return self.reply_json(400, {"error": str(e)})
+                return self.reply_json(200, faults.describe())
+            if path == "/_fault/rules" and method == "GET":
+                return self.reply_json(200, faults.describe())
+            if path == "/_fault/rules" and method == "DELETE":
+                faults.clear()
+                return self.reply_json(200, [])
+            if (method, path) == ("GET", "/_fault/held"):
+                return self.reply_json(200, faults.list_held())
+            return self.reply_json(404, {"error": "no such control endpoint"})
 
-        def forward(self, method):
-            body = self.read_body()
-            path = self.path
-            if path.startswith("/_count/"):
-                return self.control(method, path.split("?", 1)[0])
-            service, action, params = classify(method, path, self.headers, body)
+        # -- the client's side of the connection -------------------------------------------------
+        def client_gone(self):
+            """True once the client has closed (or reset) its end of the connection."""
+            try:
+                readable, _, _ = select.select([self.connection], [], [], 0)
+                if not readable:
+                    return False
+                return self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+            except BlockingIOError:
+                return False
+            except OSError:
+                return True
+
+        def wait_release(self, release):
+            """Blocks until RELEASE is set (True) or the client goes away (False)."""
+            while not release.wait(0.1):
+                if self.client_gone():
+                    return False
+            return True
+
+        def drop(self, rst):
+            """Ends the connection without an answer; with a TCP RST when RST."""
+            self.close_connection = True
+            try:
+                if rst:
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    # No shutdown() first: that would send a FIN. Closing the descriptor with
+                    # linger 0 sends the RST at once; the server's own close then finds it closed.
+                    fd = self.connection.detach()
+                    socket.close(fd)
+                else:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+        # -- forwarding -----------------------------------------------------------------------------
+        def upstream_call(self, req, body):
+            method, path = req["method"], req["full_path"]
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
             if body or method in ("POST", "PUT", "PATCH"):
                 headers["Content-Length"] = str(len(body))
@@ -145,16 +384,69 @@ def make_handler(upstream, recorder):
                 resp_headers = [("Content-Type", "text/plain")]
             finally:
                 conn.close()
-            recorder.add({"method": method, "path": path.split("?", 1)[0], "service": service,
-                          "action": action, "params": params, "status": status})
+            return status, reason, resp_headers, data
+
+        def send_answer(self, method, status, reason, resp_headers, data):
             self.send_response(status, reason)
             for k, v in resp_headers:
                 self.send_header(k, v)
-            if method != "HEAD":
+            if method != "HEAD" and not any(k.lower() == "content-length" for k, _ in resp_headers):
                 self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             if method != "HEAD":
                 self.wfile.write(data)
+
+        def forward(self, method):
+            body = self.read_body()
+            path = self.path
+            if path.startswith(("/_count/", "/_fault/")):
+                return self.control(method, path.split("?", 1)[0], body)
+            service, action, params = classify(method, path, self.headers, body)
+            req = {"method": method, "path": path.split("?", 1)[0], "full_path": path,
+                   "service": service, "action": action, "params": params, "headers": self.headers}
+            rule, release = faults.pick(req)
+            fault = rule.fault if rule else None
+            answer = None  # (status, reason, headers, data) to send
+            if fault in ("throttle", "error500", "error"):
+                status, headers, data = canned(rule, req)
+                answer = (status, None, headers, data)
+            elif fault == "reset":
+                self.drop(rst=True)
+            elif fault == "hang":
+                hid = faults.hold(req, "hang")
+                try:
+                    self.wait_release(release)
+                finally:
+                    faults.unhold(hid)
+                self.drop(rst=False)
+            elif fault == "hold" and rule.spec["when"] == "before":
+                hid = faults.hold(req, "before")
+                try:
+                    released = self.wait_release(release)
+                finally:
+                    faults.unhold(hid)
+                if released:
+                    answer = self.upstream_call(req, body)
+                else:
+                    self.drop(rst=False)
+            elif fault == "hold":  # after
+                answer = self.upstream_call(req, body)
+                hid = faults.hold(req, "after")
+                try:
+                    released = self.wait_release(release)
+                finally:
+                    faults.unhold(hid)
+                if not released:
+                    answer = None
+                    self.drop(rst=False)
+            else:
+                if fault == "delay":
+                    time.sleep(float(rule.spec["seconds"]))
+                answer = self.upstream_call(req, body)
+            recorder.add({"method": method, "path": req["path"], "service": service, "action": action,
+                          "params": params, "status": answer[0] if answer else None, "fault": fault})
+            if answer:
+                self.send_answer(method, *answer)
 
     for m in ("GET", "PUT", "POST", "DELETE", "HEAD", "PATCH"):
         setattr(Handler, "do_" + m, lambda self, m=m: self.forward(m))
@@ -167,7 +459,7 @@ def main():
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--host", default="127.0.0.1")
     a = ap.parse_args()
-    server = ThreadingHTTPServer((a.host, a.port), make_handler(a.upstream, Recorder()))
+    server = ThreadingHTTPServer((a.host, a.port), make_handler(a.upstream, Recorder(), Faults()))
     server.daemon_threads = True
     print(f"COUNTPROXY_PORT={server.server_address[1]}", flush=True)
     try:

@@ -13,6 +13,9 @@ STAMP="$VENV/.requirements.sha256"
 BENCH_APT_PACKAGES=(iproute2 iptables socat)
 # install phase tests: a Debian minbase chroot (tests/chroot.py) and GNU time for the benchmark.
 BENCH_APT_PACKAGES+=(debootstrap time)
+# strace: the crash tests kill emrboot at chosen syscalls (strace -e inject=...:signal=KILL);
+# file, rpm, qemu-user-static, systemd: the packaging tests (rpm -qlp, the aarch64 binary, verify).
+BENCH_APT_PACKAGES+=(strace file rpm qemu-user-static systemd cpio)
 BENCH_APT_PACKAGES+=(${BENCH_APT_EXTRA:-})
 
 export DEBIAN_FRONTEND=noninteractive

@@ -7,6 +7,8 @@ Debian's bookworm kernel in $REPO/.bench/vm (vmlinux + the unpacked module tree)
     build_initramfs(out, binary, script, files, modules)
                                            a busybox initramfs whose /init sets up the guest,
                                            runs SCRIPT, prints EXIT=<code> and powers off
+    host_program(path)                     FILES entries that put a dynamically linked host
+                                           program in the guest, with its libraries and loader
     run_vm(kernel, initramfs, imds_port, nfs_port, timeout)
                                            boots it; a VmResult (.console, .exit, .timed_out)
 
@@ -376,6 +378,29 @@ def _default_etc(hosts):
         "/etc/resolv.conf": "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
         "/etc/fstab": "# /etc/fstab of the VM bench guest\n",
     }
+
+
+LDD_LINE_RE = re.compile(r"^\s*(?:\S+\s+=>\s+)?(/\S+)\s+\(0x[0-9a-f]+\)\s*$")
+
+
+def host_program(path):
+    """FILES entries ({guest path: host Path}) for a host program and everything `ldd` says it
+    loads (its libraries and the dynamic loader), each at the same path in the guest as on the
+    host, so that the loader finds them where the binary was linked to look (the guest has no
+    ld.so.cache). A static program is just itself. Raises when ldd cannot resolve a library."""
+    path = Path(path)
+    files = {str(path): path}
+    cp = subprocess.run(["ldd", str(path)], capture_output=True, text=True)
+    out = cp.stdout + cp.stderr
+    if "not a dynamic executable" in out or "statically linked" in out:
+        return files
+    if cp.returncode != 0 or "not found" in out:
+        raise RuntimeError(f"ldd {path} (exit {cp.returncode}):\n{out}")
+    for line in cp.stdout.splitlines():
+        m = LDD_LINE_RE.match(line)
+        if m:  # linux-vdso.so.1 has no path: it is the kernel's
+            files[m.group(1)] = Path(m.group(1))
+    return files
 
 
 INIT = r"""#!/bin/sh

@@ -4,6 +4,7 @@
 pub mod ec2;
 pub mod efs;
 pub mod fetch;
+mod retry_log;
 pub mod s3;
 pub mod sdk;
 

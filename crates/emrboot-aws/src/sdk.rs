@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::OnceCell;
 
+use crate::retry_log::RetryLog;
+
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
@@ -33,9 +35,15 @@ impl Budget {
         }
     }
 
+    /// Per attempt and per operation (all attempts and backoff). EMRBOOT_AWS_TIMEOUT_SECS lowers
+    /// or raises the bootstrap's per-operation bound (default 180 s); an attempt never gets more
+    /// than 30 s of it. Shutdown's bounds are fixed: EMR allows 60 s for everything.
     fn timeouts(self) -> TimeoutConfig {
         let (attempt, total) = match self {
-            Budget::Bootstrap => (30, 180),
+            Budget::Bootstrap => {
+                let total = env_secs("EMRBOOT_AWS_TIMEOUT_SECS").unwrap_or(180);
+                (total.min(30), total)
+            }
             Budget::Shutdown => (8, 15),
         };
         TimeoutConfig::builder()
@@ -97,9 +105,10 @@ impl Aws {
     }
 
     pub async fn ec2(&self) -> Result<crate::SdkEc2, SdkError> {
-        Ok(crate::SdkEc2::new(aws_sdk_ec2::Client::new(
-            self.config().await?,
-        )))
+        let conf = aws_sdk_ec2::config::Builder::from(self.config().await?)
+            .interceptor(RetryLog)
+            .build();
+        Ok(crate::SdkEc2::new(aws_sdk_ec2::Client::from_conf(conf)))
     }
 
     pub async fn s3(&self) -> Result<crate::S3, SdkError> {
@@ -107,12 +116,16 @@ impl Aws {
             // A custom endpoint (moto, MinIO, a VPC endpoint by IP) seldom resolves
             // bucket-name subdomains; path-style works with all of them.
             .force_path_style(custom_endpoint("S3"))
+            .interceptor(RetryLog)
             .build();
         Ok(crate::S3::new(aws_sdk_s3::Client::from_conf(conf)))
     }
 
     pub async fn efs(&self) -> Result<aws_sdk_efs::Client, SdkError> {
-        Ok(aws_sdk_efs::Client::new(self.config().await?))
+        let conf = aws_sdk_efs::config::Builder::from(self.config().await?)
+            .interceptor(RetryLog)
+            .build();
+        Ok(aws_sdk_efs::Client::from_conf(conf))
     }
 }
 
@@ -120,6 +133,15 @@ fn env_region() -> Option<String> {
     ["AWS_REGION", "AWS_DEFAULT_REGION"]
         .iter()
         .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+}
+
+fn env_secs(key: &str) -> Option<u64> {
+    std::env::var(key)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&n| n > 0)
 }
 
 fn custom_endpoint(service: &str) -> bool {

@@ -17,8 +17,14 @@ pub use schema::*;
 
 use std::path::Path;
 
+/// A config is a few KB; past this it is not one, and parsing it would only waste the node's time.
+pub const MAX_SIZE: usize = 1 << 20;
+
 /// Parses and validates config text. `file` is only used to label errors.
 pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
+    if text.len() > MAX_SIZE {
+        return Err(too_large(file));
+    }
     let fail = |errors| ConfigErrors {
         file: file.to_string(),
         errors,
@@ -43,11 +49,26 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
 
 /// Reads and validates a config file. A file that cannot be read is one error at 1:1.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    use std::io::Read;
     let file = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| one_error(&file, format!("cannot read: {e}")))?;
+    let cannot = |e: std::io::Error| one_error(&file, format!("cannot read: {e}"));
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_SIZE as u64 + 1).read_to_end(&mut bytes))
+        .map_err(cannot)?;
+    if bytes.len() > MAX_SIZE {
+        return Err(too_large(&file));
+    }
     let text =
         String::from_utf8(bytes).map_err(|_| one_error(&file, "not UTF-8 text".to_string()))?;
     parse(&file, &text)
+}
+
+pub fn too_large(file: &str) -> ConfigErrors {
+    one_error(
+        file,
+        format!("larger than {MAX_SIZE} bytes: not an emrboot config"),
+    )
 }
 
 pub fn one_error(file: &str, message: String) -> ConfigErrors {

@@ -107,6 +107,15 @@ pub fn parse_file(path: &Path) -> Result<InfoFile, InfoError> {
     f.take(MAX_SIZE + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| bad(format!("cannot read: {e}")))?;
+    parse_bytes(path, &bytes)
+}
+
+/// Parses an info file's bytes; `path` labels the errors. (The fuzz target's entry point.)
+pub fn parse_bytes(path: &Path, bytes: &[u8]) -> Result<InfoFile, InfoError> {
+    let bad = |reason: String| InfoError::Malformed {
+        path: path.to_path_buf(),
+        reason,
+    };
     if bytes.len() as u64 > MAX_SIZE {
         return Err(bad(format!(
             "larger than {MAX_SIZE} bytes: not an EMR info file"
@@ -115,7 +124,7 @@ pub fn parse_file(path: &Path) -> Result<InfoFile, InfoError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(bad("empty file".into()));
     }
-    let json: Value = serde_json::from_slice(&bytes)
+    let json: Value = serde_json::from_slice(bytes)
         .map_err(|e| bad(format!("not valid JSON ({e}); truncated or corrupt?")))?;
     if !json.is_object() {
         return Err(bad("expected a JSON object".into()));

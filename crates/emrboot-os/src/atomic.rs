@@ -43,8 +43,39 @@ fn beside(path: &Path, tag: &str) -> Result<(PathBuf, PathBuf), AtomicError> {
     let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     fs::create_dir_all(&dir).map_err(ctx("create directory", &dir))?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.{tag}.{}", std::process::id()));
+    let prefix = format!(".{name}.{tag}.");
+    sweep_dead(&dir, &prefix);
+    let tmp = dir.join(format!("{prefix}{}", std::process::id()));
     Ok((dir, tmp))
+}
+
+/// Removes what a killed emrboot left in `dir`: files or directories named `<prefix><pid>`
+/// whose pid is no longer running (temporary files beside a target, build work dirs). A live
+/// pid's entry may be another emrboot's work in progress and is kept.
+pub fn sweep_dead(dir: &Path, prefix: &str) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(prefix))
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            == Err(nix::errno::Errno::ESRCH);
+        if gone {
+            let p = entry.path();
+            let _ = if p.is_dir() && !p.is_symlink() {
+                fs::remove_dir_all(&p)
+            } else {
+                fs::remove_file(&p)
+            };
+        }
+    }
 }
 
 fn replace(
@@ -160,6 +191,27 @@ mod tests {
         );
         // no temporary file is left behind
         assert_eq!(fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_dead_writers_temporary_file_is_swept_and_a_live_ones_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("fstab");
+        // pid 2^22 + 1 is above the kernel's pid_max limit: never a live process
+        let dead = d.path().join(".fstab.tmp.4194305");
+        let live = d.path().join(format!(
+            ".fstab.tmp.{}",
+            std::os::unix::process::parent_id()
+        ));
+        let other = d.path().join(".fstab.tmp.notapid");
+        for f in [&dead, &live, &other] {
+            std::fs::write(f, "partial").unwrap();
+        }
+        write(&target, b"whole\n", 0o644).unwrap();
+        assert!(!dead.exists());
+        assert!(live.exists());
+        assert!(other.exists());
+        assert_eq!(std::fs::read(&target).unwrap(), b"whole\n");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Child processes: argument vectors only (no shell), exit status checked, output streamed to the
 //! log line by line, and a time bound after which the child is killed.
 
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -14,6 +16,76 @@ pub struct Cmd {
     pub cwd: Option<PathBuf>,
     pub env: Vec<(OsString, OsString)>,
     pub timeout: Duration,
+    /// Stopped when emrboot is asked to stop, and killed if emrboot dies (see `interruptible`).
+    pub interruptible: bool,
+}
+
+/// How long an interrupted child's process group has between SIGTERM and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// The first argument that makes emrboot a build step's supervisor (`supervise`).
+pub const SUPERVISE_ARG: &str = "__emrboot-supervise-step";
+
+/// emrboot's own path, set by main: interruptible commands run under `emrboot
+/// __emrboot-supervise-step`. Unset (unit tests), they get PR_SET_PDEATHSIG alone.
+static SUPERVISOR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+pub fn set_supervisor(exe: PathBuf) {
+    let _ = SUPERVISOR.set(exe);
+}
+
+/// Runs ARGV as a child in this process's group (the group emrboot made for the step) and
+/// exits with its status. If emrboot dies, even by SIGKILL, the kernel signals this process
+/// (PR_SET_PDEATHSIG), which kills the whole group: the step's shell and everything it started
+/// (make, cc, a sleep), which PR_SET_PDEATHSIG on the shell alone would leave running.
+pub fn supervise(mut args: impl Iterator<Item = OsString>) -> ! {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
+    extern "C" fn kill_group(_: nix::libc::c_int) {
+        // SAFETY: kill(2) is async-signal-safe; pid 0 is this process's group.
+        unsafe {
+            nix::libc::kill(0, nix::libc::SIGKILL);
+        }
+    }
+    let parent = args.next().and_then(|p| p.to_str()?.parse::<i32>().ok());
+    let argv: Vec<OsString> = args.collect();
+    let (Some(parent), Some((program, rest))) = (parent, argv.split_first()) else {
+        eprintln!("emrboot: {SUPERVISE_ARG} PARENT-PID PROGRAM [ARGS...]");
+        std::process::exit(125);
+    };
+    let on_death = SigAction::new(
+        SigHandler::Handler(kill_group),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only calls kill(2).
+    let armed = unsafe { sigaction(Signal::SIGUSR1, &on_death) }.is_ok()
+        && nix::sys::prctl::set_pdeathsig(Signal::SIGUSR1).is_ok();
+    if !armed || nix::unistd::getppid().as_raw() != parent {
+        // emrboot already gone (or the guard cannot be set): run nothing.
+        kill_group(0);
+    }
+    let mut child = match std::process::Command::new(program).args(rest).spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("emrboot: cannot start {}: {e}", program.to_string_lossy());
+            std::process::exit(127);
+        }
+    };
+    // emrboot's stop sends SIGTERM to the group: the step gets it; this process stays to
+    // report how the step ended. (Ignored only now: an ignored signal stays ignored across exec.)
+    for sig in [Signal::SIGTERM, Signal::SIGINT] {
+        let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+        // SAFETY: SIG_IGN installs no code.
+        let _ = unsafe { sigaction(sig, &ignore) };
+    }
+    let code = match child.wait() {
+        Ok(st) => {
+            use std::os::unix::process::ExitStatusExt;
+            st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0))
+        }
+        Err(_) => 125,
+    };
+    std::process::exit(code)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +100,8 @@ pub enum CommandError {
     Failed { cmd: String, status: String },
     #[error("`{cmd}` did not finish within {secs} s and was killed")]
     TimedOut { cmd: String, secs: u64 },
+    #[error("`{cmd}` was stopped: emrboot received {signal}")]
+    Interrupted { cmd: String, signal: &'static str },
 }
 
 /// What a finished command printed, for callers that parse it (e.g. `rpm -q`).
@@ -49,7 +123,17 @@ impl Cmd {
             cwd: None,
             env: Vec::new(),
             timeout,
+            interruptible: false,
         }
+    }
+
+    /// For work that is safe to abandon (a build in a staging dir): on a stop request its
+    /// process group gets SIGTERM, then SIGKILL; if emrboot itself is killed, so is the whole
+    /// group (see `supervise`). Package managers are not interruptible: dpkg or rpm stopped halfway
+    /// leaves the node worse off than a finished transaction, so a stop waits for them.
+    pub fn interruptible(mut self) -> Self {
+        self.interruptible = true;
+        self
     }
 
     pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
@@ -93,7 +177,17 @@ impl Cmd {
             cmd: cmd.clone(),
             source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"),
         })?;
-        let mut c = Command::new(program);
+        let supervisor = SUPERVISOR.get().filter(|_| self.interruptible);
+        let mut c = match supervisor {
+            Some(exe) => {
+                let mut c = Command::new(exe);
+                c.arg(SUPERVISE_ARG)
+                    .arg(std::process::id().to_string())
+                    .arg(program);
+                c
+            }
+            None => Command::new(program),
+        };
         c.args(args)
             .envs(self.env.iter().cloned())
             .stdin(Stdio::null())
@@ -105,6 +199,14 @@ impl Cmd {
             .kill_on_drop(true);
         if let Some(dir) = &self.cwd {
             c.current_dir(dir);
+        }
+        if self.interruptible && supervisor.is_none() {
+            // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                c.pre_exec(|| {
+                    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+                });
+            }
         }
         tracing::debug!(command = %cmd, "running");
         let mut child = c.spawn().map_err(|source| CommandError::Spawn {
@@ -122,23 +224,48 @@ impl Cmd {
             );
             (captured, status)
         };
-        match tokio::time::timeout(self.timeout, work).await {
-            Ok((stdout, Ok(status))) => Ok(Output {
-                success: status.success(),
-                code: status.code(),
-                stdout,
-            }),
-            Ok((_, Err(source))) => Err(CommandError::Spawn { cmd, source }),
-            Err(_) => {
-                if let Some(pg) = pgid.and_then(|p| i32::try_from(p).ok()) {
-                    let _ = nix::sys::signal::killpg(
-                        nix::unistd::Pid::from_raw(pg),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
+        let kill = |sig: Signal| {
+            if let Some(pg) = pgid.and_then(|p| i32::try_from(p).ok()) {
+                let _ = nix::sys::signal::killpg(Pid::from_raw(pg), sig);
+            }
+        };
+        let finished = |(stdout, status): (String, std::io::Result<std::process::ExitStatus>)| {
+            status
+                .map(|status| Output {
+                    success: status.success(),
+                    code: status.code(),
+                    stdout,
+                })
+                .map_err(|source| CommandError::Spawn {
+                    cmd: cmd.clone(),
+                    source,
+                })
+        };
+        let stop = async {
+            if self.interruptible {
+                crate::stop::wait().await
+            } else {
+                std::future::pending().await
+            }
+        };
+        tokio::pin!(work);
+        tokio::select! {
+            done = &mut work => finished(done),
+            _ = tokio::time::sleep(self.timeout) => {
+                kill(Signal::SIGKILL);
                 Err(CommandError::TimedOut {
-                    cmd,
+                    cmd: cmd.clone(),
                     secs: self.timeout.as_secs(),
+                })
+            }
+            signal = stop => {
+                kill(Signal::SIGTERM);
+                if tokio::time::timeout(STOP_GRACE, &mut work).await.is_err() {
+                    kill(Signal::SIGKILL);
+                }
+                Err(CommandError::Interrupted {
+                    cmd: cmd.clone(),
+                    signal: signal.as_str(),
                 })
             }
         }

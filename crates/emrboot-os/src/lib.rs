@@ -10,6 +10,8 @@ pub mod nat;
 pub mod netlink;
 pub mod pkg;
 pub mod root;
+pub mod stop;
+pub mod systemd;
 pub mod timezone;
 
 pub use root::Root;

@@ -6,6 +6,7 @@ use crate::phase::{ErrorKind, Phase, Precheck};
 use crate::status::{now_rfc3339, Outcome, PhaseRecord, RunRecord};
 use crate::Ctx;
 use emrboot_config::PhaseName;
+use emrboot_os::stop;
 use std::time::Instant;
 
 #[derive(Debug, Clone, Default)]
@@ -177,19 +178,28 @@ pub async fn run(ctx: &Ctx, phases: &[Box<dyn Phase>], opts: &RunOptions) -> Run
     }
     if invalid {
         let unchecked = queue.iter().map(|(i, _)| *i);
-        return finish(ctx, record, 2, unchecked);
+        return finish(ctx, record, 2, unchecked, CHECKS_FAILED);
     }
     if let Some(text) = &opts.keep_config {
         if let Err(e) = ctx.state.save_config(text) {
             tracing::error!(error = %e, "cannot keep the config copy");
             let all = queue.iter().map(|(i, _)| *i);
-            return finish(ctx, record, 2, all);
+            return finish(ctx, record, 2, all, CHECKS_FAILED);
         }
     }
 
     for (n, (i, phase)) in queue.iter().enumerate() {
         let i = *i;
         let name = record.phases[i].phase;
+        let rest = queue[n + 1..].iter().map(|(i, _)| *i);
+        // A safe point: the phases before have finished, this one has not begun.
+        if let Some(signal) = stop::requested() {
+            let rec = &mut record.phases[i];
+            rec.outcome = Outcome::Interrupted;
+            rec.error = Some(format!("not started: emrboot received {}", signal.as_str()));
+            tracing::warn!(phase = %name, outcome = "interrupted", "stopping before this phase");
+            return finish(ctx, record, 1, rest, STOPPED);
+        }
         record.phases[i].outcome = Outcome::Running;
         record.phases[i].started_at = Some(now_rfc3339());
         save(ctx, &record);
@@ -221,31 +231,38 @@ pub async fn run(ctx: &Ctx, phases: &[Box<dyn Phase>], opts: &RunOptions) -> Run
                 }
                 rec.actions = actions;
             }
+            Err(e) if stop::requested().is_some() => {
+                tracing::warn!(phase = %name, outcome = "interrupted", "{e}");
+                rec.outcome = Outcome::Interrupted;
+                rec.error = Some(e);
+                return finish(ctx, record, 1, rest, STOPPED);
+            }
             Err(e) => {
                 tracing::error!(phase = %name, outcome = "failed", required = rec.required, "{e}");
                 rec.outcome = Outcome::Failed;
                 rec.error = Some(e);
                 if rec.required {
-                    let rest = queue[n + 1..].iter().map(|(i, _)| *i);
-                    return finish(ctx, record, 1, rest);
+                    return finish(ctx, record, 1, rest, FAILED_BEFORE);
                 }
             }
         }
+        // The phase's end, so that a run killed before the next one starts shows it finished.
+        save(ctx, &record);
     }
-    finish(ctx, record, 0, std::iter::empty())
+    finish(ctx, record, 0, std::iter::empty(), "")
 }
+
+const CHECKS_FAILED: &str = "the checks found a config or environment error; nothing was changed";
+const FAILED_BEFORE: &str = "an earlier required phase failed";
+const STOPPED: &str = "the run was stopped by a signal";
 
 fn finish(
     ctx: &Ctx,
     mut record: RunRecord,
     exit_code: i32,
     not_run: impl Iterator<Item = usize>,
+    why: &str,
 ) -> RunReport {
-    let why = if exit_code == 2 {
-        "the checks found a config or environment error; nothing was changed"
-    } else {
-        "an earlier required phase failed"
-    };
     for i in not_run {
         record.phases[i].outcome = Outcome::NotRun;
         record.phases[i].reason = Some(why.into());

@@ -18,6 +18,9 @@ pub enum Outcome {
     Failed,
     /// Not run because an earlier required phase failed.
     NotRun,
+    /// Stopped by SIGTERM or SIGINT: the phase the run was in, or about to start, when asked
+    /// to stop. Its marker is not written, so the next run does its work.
+    Interrupted,
 }
 
 impl Outcome {
@@ -30,6 +33,7 @@ impl Outcome {
             Outcome::Skipped => "skipped",
             Outcome::Failed => "failed",
             Outcome::NotRun => "not-run",
+            Outcome::Interrupted => "interrupted",
         }
     }
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 #[derive(Parser, Debug)]
 #[command(
     name = "emrboot",
-    version,
+    version = env!("EMRBOOT_LONG_VERSION"),
     about = "Bootstraps an Amazon EMR node: install, tag, efs-mount, ip-takeover, shutdown-hook",
     after_help = "Example:\n  emrboot run --config s3://my-bucket/emr-config/emrboot.toml"
 )]
@@ -123,7 +123,19 @@ pub enum Command {
         /// Defaults to the config copy that `run` keeps in the state dir
         #[arg(long, value_name = "SRC")]
         config: Option<String>,
+        /// Do nothing when systemd is rebooting the node (the boot unit re-applies the IP);
+        /// for the poweroff unit, systemd/emrboot-release-ip.service
+        #[arg(long)]
+        not_on_reboot: bool,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    #[command(
+        after_help = "Example:\n  emrboot completions bash > /etc/bash_completion.d/emrboot"
+    )]
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff)
+    #[command(after_help = "Example:\n  emrboot man | gzip > /usr/share/man/man1/emrboot.1.gz")]
+    Man,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -10,6 +10,16 @@ mod source;
 use clap::Parser;
 
 fn main() {
+    let mut args = std::env::args_os();
+    if args
+        .nth(1)
+        .is_some_and(|a| a == emrboot_os::command::SUPERVISE_ARG)
+    {
+        emrboot_os::command::supervise(args);
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        emrboot_os::command::set_supervisor(exe);
+    }
     let cli = cli::Cli::parse();
     let runs = cli.command.logs_runs();
     if runs && !nix::unistd::geteuid().is_root() {

@@ -5,7 +5,7 @@ use emrboot_aws::{fetch_bytes, Aws};
 use emrboot_config::{values, Config, Location};
 
 /// Configs are a few KB; this bounds what a wrong URL can make us hold.
-const MAX_CONFIG: u64 = 1 << 20;
+const MAX_CONFIG: u64 = emrboot_config::MAX_SIZE as u64;
 
 pub struct Loaded {
     pub config: Config,

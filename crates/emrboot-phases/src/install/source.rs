@@ -69,6 +69,9 @@ pub(super) async fn plan(
     cache: Option<&BuildCache>,
 ) -> Result<Vec<String>, PhaseError> {
     let n = names(ctx, src, cache);
+    // A run killed mid-build leaves its work dir (tarball, tree, staging); it is of no use.
+    let prefix = format!("work-{}-", src.name);
+    emrboot_os::atomic::sweep_dead(&install_dir(ctx), &prefix);
     if marker(ctx, &n.marker).is_file() {
         return Ok(Vec::new());
     }
@@ -108,7 +111,7 @@ async fn step(
     bound: Duration,
 ) -> anyhow::Result<()> {
     let start = Instant::now();
-    let mut cmd = Cmd::new(["sh", "-c", text], bound).cwd(cwd);
+    let mut cmd = Cmd::new(["sh", "-c", text], bound).cwd(cwd).interruptible();
     for (k, v) in env {
         cmd = cmd.env(*k, *v);
     }
@@ -193,6 +196,9 @@ pub(super) async fn apply(
     cache: Option<&BuildCache>,
 ) -> Result<Vec<String>, PhaseError> {
     let n = names(ctx, src, cache);
+    // A run killed mid-build leaves its work dir (tarball, tree, staging); it is of no use.
+    let prefix = format!("work-{}-", src.name);
+    emrboot_os::atomic::sweep_dead(&install_dir(ctx), &prefix);
     if marker(ctx, &n.marker).is_file() {
         tracing::info!(
             phase = "install",
@@ -203,7 +209,7 @@ pub(super) async fn apply(
         );
         return Ok(Vec::new());
     }
-    let work: PathBuf = install_dir(ctx).join(format!("work-{}-{}", src.name, std::process::id()));
+    let work: PathBuf = install_dir(ctx).join(format!("{prefix}{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).with_context(|| format!("create {}", work.display()))?;
     let result = build_or_fetch(ctx, src, &n, &work).await;

@@ -1,5 +1,6 @@
 //! One module per command; `dispatch` maps the parsed command line onto them.
 
+mod docs;
 mod plan;
 mod release_ip;
 mod role;
@@ -29,7 +30,12 @@ pub async fn dispatch(cli: Cli) -> CmdResult {
         Command::Validate { file } => validate::validate(&file),
         Command::Role => role::role(&g).await,
         Command::Status { json } => status::status(&g, json),
-        Command::ReleaseIp { config } => release_ip::release_ip(&g, config).await,
+        Command::ReleaseIp {
+            config,
+            not_on_reboot,
+        } => release_ip::release_ip(&g, config, not_on_reboot).await,
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man => docs::man(),
     }
 }
 

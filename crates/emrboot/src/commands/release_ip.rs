@@ -10,7 +10,23 @@ use std::time::Duration;
 const BOUND: Duration = Duration::from_secs(50);
 
 /// Gives the fixed IP back to the reserved ENI, from the config copy `run` kept unless told.
-pub async fn release_ip(g: &Global, src: Option<String>) -> CmdResult {
+pub async fn release_ip(g: &Global, src: Option<String>, not_on_reboot: bool) -> CmdResult {
+    if not_on_reboot {
+        // If systemd cannot be asked, releasing is the safe side: after a reboot the boot unit
+        // takes the IP back; after a poweroff, an IP left on a dead ENI blocks the next master.
+        match emrboot_os::systemd::reboot_queued().await {
+            Ok(true) => {
+                tracing::info!(
+                    phase = "release-ip",
+                    outcome = "skipped",
+                    "the node is rebooting: the fixed IP stays (the boot unit re-applies it)"
+                );
+                return Ok(0);
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!("cannot tell whether the node is rebooting ({e}); releasing"),
+        }
+    }
     let imds = Arc::new(Imds::from_env().with_deadline(Duration::from_secs(10)));
     let aws = Aws::new(imds.clone(), Budget::Shutdown);
     let src = src.unwrap_or_else(|| {

@@ -9,6 +9,10 @@ use std::time::Duration;
 const LOCK_WAIT: Duration = Duration::from_secs(600);
 
 pub async fn run(g: &Global, src: &str, only: Option<Vec<PhaseName>>) -> CmdResult {
+    // Before anything changes the node: from here a SIGTERM (systemd stopping the boot unit)
+    // ends the run at a safe point instead of mid-step.
+    emrboot_os::stop::install_handlers()
+        .map_err(|e| Exit::failed(format!("cannot handle SIGTERM: {e}")))?;
     let (ctx, text, source) = super::context(g, src, Budget::Bootstrap).await?;
     let _lock = ctx.state.lock(LOCK_WAIT).map_err(Exit::invalid)?;
     ctx.state.create().map_err(Exit::invalid)?;

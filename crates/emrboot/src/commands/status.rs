@@ -2,9 +2,12 @@ use crate::cli::Global;
 use crate::exit::{CmdResult, Exit};
 use emrboot_runner::{Outcome, RunRecord, StateDir};
 
-/// ok, failed, running, or interrupted (the process died without finishing). A run holds
+/// ok, failed, running, or interrupted (stopped by a signal, or died without finishing). A run holds
 /// the state dir's lock while alive, so a reused PID after a reboot cannot fool this.
 fn state(run: &RunRecord, dir: &StateDir) -> &'static str {
+    if run.phases.iter().any(|p| p.outcome == Outcome::Interrupted) {
+        return "interrupted";
+    }
     match run.exit_code {
         Some(0) => "ok",
         Some(_) => "failed",

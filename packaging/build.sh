@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Builds the release: static emrboot binaries for x86_64 and aarch64 (musl, cross-linked with
+# zig through cargo-zigbuild), smoke-tests the aarch64 one under qemu-user, then the RPMs.
+# Prints each binary's size and sha256. Installs what it needs (apt: rpm, qemu-user-static;
+# rustup targets; a venv with ziglang and cargo-zigbuild from PyPI). Safe on a fresh machine
+# and with CI=true and no stdin.
+#
+#   packaging/build.sh [--out DIR]          default DIR: dist/
+#
+# Why musl: a glibc static binary still dlopen()s NSS modules for any hosts: source in
+# nsswitch.conf other than files/dns (AL2023 lists myhostname/resolve), loading the node's
+# libc-version-specific modules into our glibc; musl has no NSS. Why zig: Debian ships no
+# aarch64 musl C toolchain, and aws-lc-sys (the SDK's TLS crypto) needs one.
+set -euo pipefail
+
+REPO="$(git -C "$(dirname "${BASH_SOURCE[0]}")" rev-parse --show-toplevel)"
+cd "$REPO"
+OUT="$REPO/dist"
+[[ "${1:-}" == "--out" ]] && OUT="$(realpath -m "$2")"
+TARGETS=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
+VENV="$REPO/.bench/pkg-venv"
+ZIG_VERSION="0.17.1"
+ZIGBUILD_VERSION="0.24.1"
+export DEBIAN_FRONTEND=noninteractive
+say() { echo "packaging/build.sh: $*"; }
+SUDO=""
+[[ $(id -u) -eq 0 ]] || SUDO="sudo -n"
+
+# --- tools
+missing=()
+for pkg in rpm qemu-user-static file; do
+    [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)" == "install ok installed" ]] || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    say "installing apt packages: ${missing[*]}"
+    $SUDO apt-get update -qq </dev/null
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null
+fi
+installed="$(rustup target list --installed)"
+for t in "${TARGETS[@]}"; do
+    grep -qx "$t" <<<"$installed" || rustup target add "$t"
+done
+if ! "$VENV/bin/cargo-zigbuild" --version >/dev/null 2>&1 || ! "$VENV/bin/python-zig" version >/dev/null 2>&1; then
+    say "installing ziglang $ZIG_VERSION and cargo-zigbuild $ZIGBUILD_VERSION into $VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check "ziglang==$ZIG_VERSION" "cargo-zigbuild==$ZIGBUILD_VERSION"
+fi
+export PATH="$VENV/bin:$PATH"
+
+# --- binaries
+version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
+commit="$(git rev-parse --short=12 HEAD)"
+[[ -z "$(git status --porcelain --untracked-files=no)" ]] || commit="$commit-dirty"
+export EMRBOOT_GIT_COMMIT="$commit"
+mkdir -p "$OUT"
+for t in "${TARGETS[@]}"; do
+    say "cargo zigbuild --release --target $t (commit $commit)"
+    cargo zigbuild --release --locked -p emrboot --target "$t"
+    arch="${t%%-*}"
+    install -m 0755 "target/$t/release/emrboot" "$OUT/emrboot-$arch"
+done
+
+# --- smoke tests: static, and the aarch64 one answers under qemu-user
+for arch in x86_64 aarch64; do
+    desc="$(file -b "$OUT/emrboot-$arch")"
+    [[ "$desc" == *"statically linked"* || "$desc" == *"static-pie linked"* ]] \
+        || { say "emrboot-$arch is not static: $desc"; exit 1; }
+done
+"$OUT/emrboot-x86_64" --version
+qemu-aarch64-static "$OUT/emrboot-aarch64" --version
+fixtures="$REPO/../shared/fixtures/emr-info"
+for kind in master-ig core-ig; do
+    echo "$kind: $(qemu-aarch64-static "$OUT/emrboot-aarch64" --info-dir "$fixtures/$kind" role)"
+done
+
+# --- docs generated from the CLI itself
+stage="$OUT/stage"
+rm -rf "$stage" && mkdir -p "$stage"
+"$OUT/emrboot-x86_64" man | gzip -9n > "$stage/emrboot.1.gz"
+"$OUT/emrboot-x86_64" completions bash > "$stage/emrboot.bash"
+"$OUT/emrboot-x86_64" completions zsh > "$stage/_emrboot"
+"$OUT/emrboot-x86_64" completions fish > "$stage/emrboot.fish"
+cp systemd/emrboot-boot.service systemd/emrboot-release-ip.service packaging/emrboot.toml.example README.md "$stage/"
+"$OUT/emrboot-x86_64" validate "$stage/emrboot.toml.example" >/dev/null
+
+# --- RPMs (rpmbuild from Debian's rpm package; the spec only copies files)
+rpm_version="${version//-/_}"
+rpm_release="1.g${commit//-/_}"
+for arch in x86_64 aarch64; do
+    top="$OUT/rpmbuild-$arch"
+    rm -rf "$top" && mkdir -p "$top"
+    cp "$OUT/emrboot-$arch" "$stage/emrboot"
+    rpmbuild -bb --quiet --target "$arch-linux" \
+        --define "_topdir $top" --define "srcdir $stage" \
+        --define "emrboot_version $rpm_version" --define "emrboot_release $rpm_release" \
+        --define "_rpmdir $OUT" --define "_build_name_fmt %%{NAME}-%%{VERSION}-%%{RELEASE}.%%{ARCH}.rpm" \
+        packaging/emrboot.spec
+    rm -rf "$top"
+done
+rm -f "$stage/emrboot"
+
+# --- report
+(cd "$OUT" && sha256sum emrboot-x86_64 emrboot-aarch64 ./*.rpm | sed 's# \./# #' > SHA256SUMS)
+say "built (commit $commit):"
+for f in emrboot-x86_64 emrboot-aarch64 "emrboot-$rpm_version-$rpm_release.x86_64.rpm" "emrboot-$rpm_version-$rpm_release.aarch64.rpm"; do
+    size="$(stat -c %s "$OUT/$f")"
+    printf '  %-48s %10s bytes  %s MiB  sha256 %s\n' "$f" "$size" \
+        "$(awk -v s="$size" 'BEGIN { printf "%.1f", s / 1048576 }')" "$(sha256sum "$OUT/$f" | cut -d' ' -f1)"
+done
