@@ -39,17 +39,20 @@ def sample(argv, env):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=300)
-    ap.add_argument("--bin", default=os.environ.get("EMRBOOT_BIN", REPO / "dist" / "emrboot-x86_64"))
+    ap.add_argument("--bin", action="append",
+                    help="an emrboot binary; repeat to compare builds side by side "
+                         "(default: $EMRBOOT_BIN, else dist/emrboot-x86_64)")
     ap.add_argument("--kind", default="master-ig")
     a = ap.parse_args()
-    exe = Path(a.bin).resolve()
+    bins = [Path(b).resolve() for b in (a.bin or [os.environ.get("EMRBOOT_BIN", REPO / "dist" / "emrboot-x86_64")])]
     info = FIXTURES / a.kind
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    cases = {
-        "emrboot role": [str(exe), "--info-dir", str(info), "role"],
+    label = {b: "emrboot role" + (f" [{b.name}]" if len(bins) > 1 else "") for b in bins}
+    cases = {label[b]: [str(b), "--info-dir", str(info), "role"] for b in bins}
+    cases.update({
         "true (floor)": [shutil.which("true")],
         "python3 json (seed)": [sys.executable, "-S", "-c", SEED_ROLE.format(path=str(info / "instance.json"))],
-    }
+    })
     for argv in cases.values():  # warm the page cache
         sample(argv, env)
     times = {k: [] for k in cases}
@@ -57,17 +60,21 @@ def main():
         for name, argv in cases.items():
             ms, out = sample(argv, env)
             times[name].append(ms)
-    _, role = sample(cases["emrboot role"], env)
-    print(f"binary: {exe} ({exe.stat().st_size} bytes); fixture {a.kind} -> {role}; "
-          f"{a.rounds} rounds, interleaved; {os.cpu_count()} CPUs")
-    print(f"{'':22} {'min':>8} {'median':>8} {'p90':>8} {'max':>8}  (ms)")
+    for b in bins:
+        _, role = sample(cases[label[b]], env)
+        print(f"binary: {b} ({b.stat().st_size} bytes); fixture {a.kind} -> {role}")
+    print(f"{a.rounds} rounds, interleaved; {os.cpu_count()} CPUs")
+    width = max(map(len, cases)) + 1
+    print(f"{'':{width}} {'min':>8} {'median':>8} {'p90':>8} {'max':>8}  (ms)")
     for name, v in times.items():
         v = sorted(v)
         p90 = v[int(0.9 * (len(v) - 1))]
-        print(f"{name:22} {v[0]:8.2f} {statistics.median(v):8.2f} {p90:8.2f} {v[-1]:8.2f}")
-    med = statistics.median(times["emrboot role"])
-    print(f"emrboot role median {med:.2f} ms: {'under' if med < 20 else 'OVER'} the 20 ms target; "
-          f"{statistics.median(times['python3 json (seed)']) / med:.1f}x faster than the seed's python3")
+        print(f"{name:{width}} {v[0]:8.2f} {statistics.median(v):8.2f} {p90:8.2f} {v[-1]:8.2f}")
+    seed = statistics.median(times["python3 json (seed)"])
+    for b in bins:
+        med = statistics.median(times[label[b]])
+        print(f"{label[b]} median {med:.2f} ms: {'under' if med < 20 else 'OVER'} the 20 ms target; "
+              f"{seed / med:.1f}x faster than the seed's python3")
 
 
 if __name__ == "__main__":

@@ -107,3 +107,45 @@ def plan_lines(stdout):
             elif line.strip():
                 phases[current].append(line)
     return header, phases
+
+
+def run_bounded(argv, env, timeout=60, prefix=(), preexec_fn=None, cwd=None, what=None):
+    """Runs ARGV (emrboot's arguments) with PREFIX (a wrapper such as strace or setpriv) in
+    front of the binary; output decoded with replacement, so bytes echoed from a hostile file
+    cannot break the test. A run still going after TIMEOUT fails the test, saying whether SIGTERM
+    stopped it (it is then killed either way)."""
+    exe = bench.emrboot_bin()
+    assert exe.is_file(), f"emrboot binary not found at {exe}"
+    cmd = [*map(str, prefix), str(exe), *map(str, argv)]
+    p = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, encoding="utf-8", errors="replace", preexec_fn=preexec_fn)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.terminate()
+        try:
+            out, err = p.communicate(timeout=5)
+            term = f"SIGTERM stopped it (exit {p.returncode})"
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+            term = "SIGTERM did not stop it within 5 s; killed"
+        raise AssertionError(f"emrboot {' '.join(map(str, argv))}{' (' + what + ')' if what else ''}: "
+                             f"still running after {timeout} s; {term}\n--- stdout\n{out}\n--- stderr\n{err}")
+    return subprocess.CompletedProcess(cmd, p.returncode, out, err)
+
+
+def self_signed_cert(directory):
+    """(cert.pem, key.pem) in DIRECTORY: a self-signed certificate for 127.0.0.1, for loopback
+    https servers (emrboot trusts it through SSL_CERT_FILE)."""
+    if shutil.which("openssl") is None:
+        raise AssertionError("openssl is not installed: it is needed to make the test certificate "
+                             "(apt-get install openssl)")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE"],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key

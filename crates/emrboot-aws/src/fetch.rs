@@ -30,7 +30,10 @@ fn http_client(allow_http: bool) -> Result<reqwest::Client, reqwest::Error> {
     let policy = reqwest::redirect::Policy::custom(move |attempt| {
         let scheme_ok = attempt.url().scheme() == "https" || allow_http;
         if !scheme_ok {
-            let msg = format!("refusing a redirect to {}: not https", attempt.url());
+            let msg = format!(
+                "refusing a redirect to {}: not https",
+                redacted(attempt.url().as_str())
+            );
             attempt.error(msg)
         } else if attempt.previous().len() >= 5 {
             attempt.error("more than 5 redirects")
@@ -130,7 +133,7 @@ pub async fn download(aws: &Aws, loc: &Location, dest: &Path) -> Result<String, 
         Location::Https { url } | Location::Http { url } => {
             let allow_http = matches!(loc, Location::Http { .. });
             let fail = |reason: String| FetchError::Http {
-                url: url.to_string(),
+                url: redacted(url),
                 reason,
             };
             let client = http_client(allow_http).map_err(|e| fail(crate::error_chain(&e)))?;
@@ -160,13 +163,25 @@ pub fn location_text(loc: &Location) -> String {
     match loc {
         Location::Path { path } => path.display().to_string(),
         Location::S3 { bucket, key } => format!("s3://{bucket}/{key}"),
-        Location::Https { url } | Location::Http { url } => url.clone(),
+        Location::Https { url } | Location::Http { url } => redacted(url),
     }
+}
+
+/// A URL without what may be a secret: the user and password, the query (a presigned URL's
+/// signature) and the fragment. Every URL in a log line or an error goes through this.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    format!("{scheme}://{host}{path}")
 }
 
 async fn get_http(url: &str, allow_http: bool, max: u64) -> Result<Vec<u8>, FetchError> {
     let fail = |reason: String| FetchError::Http {
-        url: url.to_string(),
+        url: redacted(url),
         reason,
     };
     let client = http_client(allow_http).map_err(|e| fail(crate::error_chain(&e.without_url())))?;
@@ -184,7 +199,7 @@ async fn get_http(url: &str, allow_http: bool, max: u64) -> Result<Vec<u8>, Fetc
     {
         body.extend_from_slice(&chunk);
         if body.len() as u64 > max {
-            return Err(FetchError::TooLarge(url.to_string(), max));
+            return Err(FetchError::TooLarge(redacted(url), max));
         }
     }
     Ok(body)

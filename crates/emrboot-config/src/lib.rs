@@ -39,6 +39,17 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
     };
     let mut w = walker::Walker::new(text);
     let cfg = parse::config(&mut w, doc.as_item());
+    if w.errors.is_empty() && PhaseName::ORDER.iter().all(|&p| cfg.common(p).is_none()) {
+        // A zero-length download or a truncated file must not pass as a bootstrap that did
+        // nothing successfully.
+        w.errors.push(Diagnostic {
+            line: 1,
+            col: 1,
+            message: "no phase table ([install], [tags], [efs], [ip_takeover]): nothing to do; \
+                      is the file empty or truncated?"
+                .into(),
+        });
+    }
     if w.errors.is_empty() {
         Ok(cfg)
     } else {
@@ -49,19 +60,37 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
 
 /// Reads and validates a config file. A file that cannot be read is one error at 1:1.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    use std::io::Read;
     let file = path.display().to_string();
-    let cannot = |e: std::io::Error| one_error(&file, format!("cannot read: {e}"));
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_SIZE as u64 + 1).read_to_end(&mut bytes))
-        .map_err(cannot)?;
+    let bytes = read_limited(path, MAX_SIZE as u64)
+        .map_err(|e| one_error(&file, format!("cannot read: {e}")))?;
     if bytes.len() > MAX_SIZE {
         return Err(too_large(&file));
     }
     let text =
         String::from_utf8(bytes).map_err(|_| one_error(&file, "not UTF-8 text".to_string()))?;
     parse(&file, &text)
+}
+
+/// Reads at most `max + 1` bytes of a regular file (so the caller can tell it is too large).
+/// Anything else is refused without blocking: opening a FIFO with no writer would wait for
+/// ever, and a device or directory is never a config or an info file.
+pub fn read_limited(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)?;
+    let kind = f.metadata()?.file_type();
+    if !kind.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let mut bytes = Vec::new();
+    f.take(max + 1).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 pub fn too_large(file: &str) -> ConfigErrors {

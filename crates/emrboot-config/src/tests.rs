@@ -188,10 +188,13 @@ fn section_hash_input_changes_with_the_section_only() {
 }
 
 #[test]
-fn an_empty_config_has_no_phases() {
-    let cfg = parse("c", "").unwrap();
-    for p in PhaseName::ORDER {
-        assert!(cfg.common(p).is_none());
+fn a_config_without_any_phase_table_is_an_error() {
+    for text in ["", "\n# only a comment\n"] {
+        let e = errors(text);
+        assert!(
+            e.iter().any(|l| l.contains(":1:1: no phase table")),
+            "{text:?}: {e:?}"
+        );
     }
 }
 

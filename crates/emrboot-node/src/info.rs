@@ -4,7 +4,6 @@
 //! depending on the release a file may be in either, so each file is looked up in every dir.
 
 use serde_json::Value;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_DIRS: [&str; 2] = ["/mnt/var/lib/info", "/emr/instance-controller/lib/info"];
@@ -102,10 +101,7 @@ pub fn parse_file(path: &Path) -> Result<InfoFile, InfoError> {
         path: path.to_path_buf(),
         reason,
     };
-    let f = std::fs::File::open(path).map_err(|e| bad(format!("cannot read: {e}")))?;
-    let mut bytes = Vec::new();
-    f.take(MAX_SIZE + 1)
-        .read_to_end(&mut bytes)
+    let bytes = emrboot_config::read_limited(path, MAX_SIZE)
         .map_err(|e| bad(format!("cannot read: {e}")))?;
     parse_bytes(path, &bytes)
 }

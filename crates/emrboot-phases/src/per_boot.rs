@@ -17,15 +17,25 @@ pub fn kept_binary(ctx: &Ctx) -> PathBuf {
     ctx.state.path.join("bin").join("emrboot")
 }
 
-/// Copies this binary to `kept_binary` unless the copy is already identical.
+/// Copies this binary to `kept_binary` unless the copy is already identical and root's.
+/// A hard link only when the binary is root's (the RPM's): EMR downloads the bootstrap action
+/// as `hadoop`, and a link to that file would let `hadoop` rewrite what root runs at boot and at
+/// shutdown.
 pub fn ensure_kept_binary(ctx: &Ctx, dry_run: bool) -> anyhow::Result<Option<String>> {
+    use std::os::unix::fs::MetadataExt;
     let kept = kept_binary(ctx);
-    if atomic::same_contents(&ctx.self_exe, &kept) {
+    let owner = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.uid()).ok();
+    let root_owned = |p: &std::path::Path| owner(p) == Some(0);
+    if atomic::same_contents(&ctx.self_exe, &kept) && root_owned(&kept) {
         return Ok(None);
     }
     if !dry_run {
-        atomic::link_or_copy(&ctx.self_exe, &kept, 0o755)
-            .with_context(|| format!("keep a copy of {}", ctx.self_exe.display()))?;
+        let keep = if root_owned(&ctx.self_exe) {
+            atomic::link_or_copy(&ctx.self_exe, &kept, 0o755)
+        } else {
+            atomic::copy(&ctx.self_exe, &kept, 0o755)
+        };
+        keep.with_context(|| format!("keep a copy of {}", ctx.self_exe.display()))?;
     }
     Ok(Some(format!(
         "keep {} as {}",
@@ -82,9 +92,12 @@ fn systemd_escape(s: &str) -> String {
     s.replace('%', "%%")
 }
 
-/// A double-quoted word for ExecStart.
+/// A double-quoted word for ExecStart, where systemd also expands `$VAR`.
 fn systemd_quote(s: &str) -> String {
-    let inner = systemd_escape(s).replace('\\', "\\\\").replace('"', "\\\"");
+    let inner = systemd_escape(s)
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('$', "$$");
     format!("\"{inner}\"")
 }
 
@@ -94,6 +107,15 @@ pub fn ensure_boot_unit(ctx: &Ctx, dry_run: bool) -> anyhow::Result<Vec<String>>
     let mut actions = Vec::new();
     actions.extend(ensure_kept_binary(ctx, dry_run)?);
     let unit = ctx.root.join(UNIT_DIR).join(UNIT_NAME);
+    // A unit file is line-based: a newline in a path would start a directive of its own.
+    for p in [kept_binary(ctx), ctx.state.path.clone()] {
+        if p.to_string_lossy().chars().any(char::is_control) {
+            anyhow::bail!(
+                "{:?} holds a control character: it cannot go into a systemd unit",
+                p.display().to_string()
+            );
+        }
+    }
     let text = unit_text(ctx);
     if std::fs::read_to_string(&unit).map_or(true, |t| t != text) {
         if !dry_run {

@@ -11,8 +11,10 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter, Layer};
 
-/// Crates whose TRACE output dumps HTTP headers, the IMDS token among them. Whatever EMRBOOT_LOG
-/// asks for, their TRACE events are never logged.
+/// Crates whose DEBUG and TRACE output carries secrets: HTTP headers (the IMDS token among
+/// them), the resolved identity (the access key id, in the orchestrator's endpoint line).
+/// Whatever EMRBOOT_LOG asks for, their events below INFO are never logged; emrboot's own
+/// `aws call retried` lines say what an operator needs about the SDK's calls.
 const HEADER_DUMPERS: [&str; 6] = [
     "aws_smithy",
     "aws_config",
@@ -23,14 +25,14 @@ const HEADER_DUMPERS: [&str; 6] = [
 ];
 
 fn never_headers(meta: &tracing::Metadata<'_>) -> bool {
-    *meta.level() != tracing::Level::TRACE
+    *meta.level() <= tracing::Level::INFO
         || !HEADER_DUMPERS.iter().any(|c| meta.target().starts_with(c))
 }
 
 pub struct LogGuard;
 
 /// EMRBOOT_LOG (EnvFilter syntax) or the default level; the SDK's own logs, which can carry
-/// request details, stay at warn unless asked for, and their TRACE never passes.
+/// request details, stay at warn unless asked for, and their DEBUG and TRACE never pass.
 fn make_filter<S>(default: &str) -> impl tracing_subscriber::layer::Filter<S>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,

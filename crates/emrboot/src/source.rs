@@ -16,13 +16,7 @@ pub struct Loaded {
 /// The source as logs and status show it: a URL without user info or query (presigned URLs
 /// carry their signature there).
 pub fn shown(src: &str) -> String {
-    let Some((scheme, rest)) = src.split_once("://") else {
-        return src.to_string();
-    };
-    let rest = rest.split(['?', '#']).next().unwrap_or_default();
-    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
-    format!("{scheme}://{host}{path}")
+    emrboot_aws::fetch::redacted(src)
 }
 
 pub async fn load(aws: &Aws, src: &str) -> Result<Loaded, Exit> {
