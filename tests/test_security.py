@@ -363,9 +363,18 @@ def test_state_dir_payload_in_the_action_and_the_unit(netbench, canary, with_new
     m.state_dir.mkdir(parents=True)
     m.env["EMRBOOT_STATE_DIR"] = str(m.state_dir)
     cfg = write_config(nb, m)
+    enis_before = nb.enis()
     cp, t = traced(m.root, ["run", "--config", cfg], m.env, "run", prefix=("ip", "netns", "exec", m.ns), timeout=120)
-    assert cp.returncode == 0, cp.stdout + cp.stderr
     t.assert_no_shell_got(canary.name, canary)
+    if with_newline:
+        # a unit file is line-based: such a state dir is refused before anything changes
+        assert cp.returncode == 2, cp.stdout + cp.stderr
+        assert "--state-dir" in cp.stderr and "control character" in cp.stderr, cp.stderr
+        assert nb.enis() == enis_before
+        assert not (m.fs_root / "etc/systemd/system/emrboot-boot.service").exists()
+        assert not (m.shutdown_actions_dir / "emrboot-release-ip.sh").exists()
+        return
+    assert cp.returncode == 0, cp.stdout + cp.stderr
     kept = m.state_dir / "bin" / "emrboot"
 
     # the shutdown action, run by sh as EMR does

@@ -15,14 +15,8 @@ use tracing_subscriber::{fmt, EnvFilter, Layer};
 /// them), the resolved identity (the access key id, in the orchestrator's endpoint line).
 /// Whatever EMRBOOT_LOG asks for, their events below INFO are never logged; emrboot's own
 /// `aws call retried` lines say what an operator needs about the SDK's calls.
-const HEADER_DUMPERS: [&str; 6] = [
-    "aws_smithy",
-    "aws_config",
-    "aws_runtime",
-    "hyper",
-    "h2",
-    "reqwest",
-];
+/// (`aws_` covers every SDK crate: aws_sigv4 logs the request it signs, key id included.)
+const HEADER_DUMPERS: [&str; 6] = ["aws_", "hyper", "h2", "reqwest", "rustls", "tower"];
 
 fn never_headers(meta: &tracing::Metadata<'_>) -> bool {
     *meta.level() <= tracing::Level::INFO
