@@ -53,17 +53,16 @@ pub async fn fetch_bytes(aws: &Aws, loc: &Location, max: u64) -> Result<Vec<u8>,
     match loc {
         Location::Path { path } => {
             let shown = path.display().to_string();
-            let meta = std::fs::metadata(path).map_err(|source| FetchError::File {
-                path: shown.clone(),
-                source,
-            })?;
-            if meta.len() > max {
+            // Regular files only, opened without blocking (a FIFO would wait for a writer).
+            let bytes =
+                emrboot_config::read_limited(path, max).map_err(|source| FetchError::File {
+                    path: shown.clone(),
+                    source,
+                })?;
+            if bytes.len() as u64 > max {
                 return Err(FetchError::TooLarge(shown, max));
             }
-            std::fs::read(path).map_err(|source| FetchError::File {
-                path: shown,
-                source,
-            })
+            Ok(bytes)
         }
         Location::S3 { bucket, key } => Ok(aws.s3().await?.get_small(bucket, key, max).await?),
         Location::Https { url } => get_http(url, false, max).await,

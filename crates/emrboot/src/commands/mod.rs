@@ -54,7 +54,10 @@ pub(crate) async fn context(
     let self_exe = std::env::current_exe()
         .map_err(|e| Exit::invalid(format!("cannot find emrboot's own path: {e}")))?;
     // Both paths go into the boot unit, which is line-based: refuse before anything changes.
-    for (what, p) in [("--state-dir", &g.state_dir), ("emrboot's own path", &self_exe)] {
+    for (what, p) in [
+        ("--state-dir", &g.state_dir),
+        ("emrboot's own path", &self_exe),
+    ] {
         if p.to_string_lossy().chars().any(char::is_control) {
             return Err(Exit::invalid(format!(
                 "{what} {:?} holds a control character, which a systemd unit cannot carry",
