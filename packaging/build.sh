@@ -84,6 +84,7 @@ cp systemd/emrboot-boot.service systemd/emrboot-release-ip.service packaging/emr
 "$OUT/emrboot-x86_64" validate "$stage/emrboot.toml.example" >/dev/null
 
 # --- RPMs (rpmbuild from Debian's rpm package; the spec only copies files)
+rm -f "$OUT"/emrboot-*.rpm
 rpm_version="${version//-/_}"
 rpm_release="1.g${commit//-/_}"
 for arch in x86_64 aarch64; do
@@ -97,7 +98,7 @@ for arch in x86_64 aarch64; do
         packaging/emrboot.spec
     rm -rf "$top"
 done
-rm -f "$stage/emrboot"
+rm -rf "$stage"
 
 # --- report
 (cd "$OUT" && sha256sum emrboot-x86_64 emrboot-aarch64 ./*.rpm | sed 's# \./# #' > SHA256SUMS)

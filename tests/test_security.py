@@ -727,6 +727,8 @@ def test_two_runs_at_once_never_both_act(netbench, tmp_path):
         assert "lock" in err2 and str(first.pid) in err2, \
             f"second run: exit {second.returncode} without naming the lock and pid {first.pid}:\n{err2}"
     else:
+        # it said whom it waited for
+        assert f"another emrboot run (pid {first.pid}) holds" in err2 and "waiting" in err2, err2
         _, st = status_json(m)  # the last run's status: the second's
         assert st["pid"] == second.pid, st
         for name in ("install", "tag", "ip-takeover", "shutdown-hook"):

@@ -8,7 +8,7 @@ use emrboot_config::{Config, PhaseName};
 use emrboot_os::atomic;
 use sha2::{Digest, Sha256};
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -29,8 +29,12 @@ pub enum StateError {
     Write(#[from] atomic::AtomicError),
     #[error("{}: {reason}", .path.display())]
     Corrupt { path: PathBuf, reason: String },
-    #[error("another emrboot run holds {} (waited {}s); try again when it ends", .path.display(), .secs)]
-    Busy { path: PathBuf, secs: u64 },
+    #[error("another emrboot run ({holder}) holds {} (waited {secs} s); try again when it ends", .path.display())]
+    Busy {
+        path: PathBuf,
+        holder: String,
+        secs: u64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -78,28 +82,55 @@ impl StateDir {
         self.create()?;
         let path = self.path.join(LOCK);
         let start = Instant::now();
+        let mut said = false;
         loop {
             let file = OpenOptions::new()
                 .create(true)
                 .truncate(false)
+                .read(true)
                 .write(true)
                 .mode(0o600)
                 .open(&path)
                 .map_err(self.io(&path))?;
             match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                Ok(lock) => return Ok(RunLock { _file: lock }),
-                Err((_, nix::errno::Errno::EWOULDBLOCK)) if start.elapsed() < wait => {
+                Ok(lock) => {
+                    // Who holds it, for a run that has to wait (advisory: the flock decides).
+                    let _ = lock.set_len(0);
+                    let _ = (&*lock).write_all(format!("{}\n", std::process::id()).as_bytes());
+                    return Ok(RunLock { _file: lock });
+                }
+                Err((_, nix::errno::Errno::EWOULDBLOCK))
+                    if start.elapsed() < wait && emrboot_os::stop::requested().is_none() =>
+                {
+                    if !said {
+                        said = true;
+                        tracing::warn!(
+                            "another emrboot run ({}) holds {}; waiting up to {} s for it",
+                            Self::holder(&path),
+                            path.display(),
+                            wait.as_secs()
+                        );
+                    }
                     std::thread::sleep(Duration::from_millis(200));
                 }
                 Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
                     return Err(StateError::Busy {
+                        holder: Self::holder(&path),
                         path,
-                        secs: wait.as_secs(),
+                        secs: start.elapsed().as_secs(),
                     })
                 }
                 Err((_, e)) => return Err(self.io(&path)(io::Error::from(e))),
             }
         }
+    }
+
+    /// "pid N" from the lock file, as the holder wrote it.
+    fn holder(path: &Path) -> String {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok())
+            .map_or_else(|| "pid unknown".into(), |p| format!("pid {p}"))
     }
 
     /// True while a run holds the lock (a dead run's lock is gone with its process).
