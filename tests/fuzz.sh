@@ -24,8 +24,8 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/config" "$work/info_file"
 cp tests/data/*.toml packaging/emrboot.toml.example "$work/config/"
-find ../shared/fixtures/emr-info -name '*.json' | while read -r f; do
-    cp "$f" "$work/info_file/$(echo "$f" | tr '/' '_')"
+for f in ../shared/fixtures/emr-info/*/*.json; do
+    cp "$f" "$work/info_file/$(basename "$(dirname "$f")")-$(basename "$f")"
 done
 
 for target in config info_file; do
