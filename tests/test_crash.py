@@ -44,7 +44,7 @@ DONE = ("changed", "unchanged")
 CACHE = "build-cache/"
 SLEEP = "1381"  # the build step's sleep: an argv ("sleep", "1381") no other process has
 # Files whose content holds a time or a pid: compared by name and mode only.
-VOLATILE = (r"status\.json", r"markers/[^/]+/[^/]+\.json", r"install/[^/]+\.done")
+VOLATILE = (r"lock", r"status\.json", r"markers/[^/]+/[^/]+\.json", r"install/[^/]+\.done")
 SHIMMED = ("tar", "sh", "iptables")
 
 
