@@ -23,19 +23,11 @@ ZIG_VERSION="0.17.1"
 ZIGBUILD_VERSION="0.24.1"
 export DEBIAN_FRONTEND=noninteractive
 say() { echo "packaging/build.sh: $*"; }
-SUDO=""
-[[ $(id -u) -eq 0 ]] || SUDO="sudo -n"
 
 # --- tools
-missing=()
-for pkg in rpm qemu-user-static file; do
-    [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)" == "install ok installed" ]] || missing+=("$pkg")
-done
-if ((${#missing[@]})); then
-    say "installing apt packages: ${missing[*]}"
-    $SUDO apt-get update -qq </dev/null
-    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null
-fi
+# shellcheck source=../tests/bench/apt.sh
+source "$REPO/tests/bench/apt.sh"
+ensure_apt packaging/build.sh rpm qemu-user-static file
 installed="$(rustup target list --installed)"
 for t in "${TARGETS[@]}"; do
     grep -qx "$t" <<<"$installed" || rustup target add "$t"

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from install_kit import sha256_file
-from test_install_source import _processes_running as pids_with_argv
+from bench import pids_with_argv
 
 # What emrboot's atomic writes leave beside a target when killed between writing and renaming
 # (crates/emrboot-os/src/atomic.rs): `.<name>.tmp.<pid>`, `.<name>.link.<pid>`.

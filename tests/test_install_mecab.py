@@ -23,6 +23,16 @@ def mecab_config(url, sha256, cache_url):
             f'[install.cache]\ns3 = "{cache_url}"\n')
 
 
+def run_install(n, cfg, timeout):
+    """`emrboot run --only install` on node N; (its root, the completed run, its wall time)."""
+    t0 = time.monotonic()
+    cp = n.run("run", "--config", cfg, "--only", "install", timeout=timeout)
+    took = time.monotonic() - t0
+    assert_no_crash(cp)
+    assert cp.returncode == 0, cp.stdout + cp.stderr[-5000:]
+    return n.dir / "root", cp, took
+
+
 def test_mecab_builds_once_and_the_second_node_unpacks_it(tmp_path, moto, aws, node):
     if not MECAB_TARBALL.is_file():
         pytest.fail(f"{MECAB_TARBALL} is missing (shared/fixtures)", pytrace=False)
@@ -35,12 +45,7 @@ def test_mecab_builds_once_and_the_second_node_unpacks_it(tmp_path, moto, aws, n
         cfg.write_text(mecab_config(url, sha, f"s3://{aws['bucket']}/{PREFIX}"))
 
         a = node("master-ig")
-        root_a = a.dir / "root"
-        t0 = time.monotonic()
-        cp = a.run("run", "--config", cfg, "--only", "install", timeout=1800)
-        cold = time.monotonic() - t0
-        assert_no_crash(cp)
-        assert cp.returncode == 0, cp.stdout + cp.stderr[-5000:]
+        root_a, cp, cold = run_install(a, cfg, timeout=1800)
         for rel in ("usr/local/bin/mecab", "usr/local/bin/mecab-config", "usr/local/include/mecab.h",
                     "usr/local/etc/mecabrc", "usr/local/libexec/mecab/mecab-dict-index"):
             assert (root_a / rel).exists(), rel
@@ -56,12 +61,7 @@ def test_mecab_builds_once_and_the_second_node_unpacks_it(tmp_path, moto, aws, n
         assert "./configure --prefix=/usr/local" in log and "make -j2" in log
 
         b = node("core-ig")
-        root_b = b.dir / "root"
-        t0 = time.monotonic()
-        cp = b.run("run", "--config", cfg, "--only", "install", timeout=600)
-        warm = time.monotonic() - t0
-        assert_no_crash(cp)
-        assert cp.returncode == 0, cp.stdout + cp.stderr[-5000:]
+        root_b, cp, warm = run_install(b, cfg, timeout=600)
         assert len(www.gets(f"/{MECAB_TARBALL.name}")) == 1, "node B downloaded the source"
         # Build output is streamed to the log: configure's "checking for ..." lines were in A's.
         assert "checking for" in log

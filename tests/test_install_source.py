@@ -349,20 +349,6 @@ def test_a_failing_build_step_installs_and_uploads_nothing(src):
     assert phase(status_json(a)[1], "install")["outcome"] == "failed"
 
 
-def _processes_running(argv):
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if f.read().split(b"\0")[:-1] == [a.encode() for a in argv]:
-                    found.append(int(pid))
-        except OSError:
-            pass
-    return found
-
-
 def test_a_step_over_its_timeout_is_stopped_and_fails(src):
     a = src.node("master-ig")
     sleeper = ["sleep", "1379"]  # an argv no other process on the machine has
@@ -374,15 +360,15 @@ def test_a_step_over_its_timeout_is_stopped_and_fails(src):
         assert "sleep 1379" in cp.stderr, cp.stderr
         assert src.objects() == {} and not (a.root / "usr").exists()
         # The step's process (a child of sh -c) must not outlive the run. Allow the kill a moment.
-        left = _processes_running(sleeper)
+        left = bench.pids_with_argv(sleeper)
         for _ in range(50):
             if not left:
                 break
             time.sleep(0.1)
-            left = _processes_running(sleeper)
+            left = bench.pids_with_argv(sleeper)
         assert left == [], f"the timed-out step's process is still running: {left}"
     finally:
-        for pid in _processes_running(sleeper):
+        for pid in bench.pids_with_argv(sleeper):
             try:
                 os.kill(pid, 9)
             except OSError:

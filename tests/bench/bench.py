@@ -56,6 +56,24 @@ def http(method, url, body=None, headers=None, timeout=10):
         return e.code, e.headers, e.read().decode()
 
 
+def proc_files(name):
+    """(pid, bytes) of /proc/<pid>/NAME for every process readable now (gone ones skipped)."""
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/{name}", "rb") as f:
+                yield int(d), f.read()
+        except OSError:
+            continue
+
+
+def pids_with_argv(argv):
+    """PIDs of the processes whose command line is exactly ARGV."""
+    want = [str(a).encode() for a in argv]
+    return [pid for pid, cmdline in proc_files("cmdline") if cmdline.split(b"\0")[:-1] == want]
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

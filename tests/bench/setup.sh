@@ -28,20 +28,9 @@ if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
     BENCH_APT_PACKAGES+=(python3-venv)
 fi
 
-missing=()
-for pkg in "${BENCH_APT_PACKAGES[@]}"; do
-    status="$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)"
-    [[ "$status" == "install ok installed" ]] || missing+=("$pkg")
-done
-if ((${#missing[@]})); then
-    SUDO=""
-    [[ $(id -u) -eq 0 ]] || SUDO="sudo -n"
-    say "installing apt packages: ${missing[*]}"
-    $SUDO apt-get update -qq </dev/null
-    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null
-else
-    say "apt packages present: ${BENCH_APT_PACKAGES[*]}"
-fi
+# shellcheck source=apt.sh
+source "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
+ensure_apt setup.sh "${BENCH_APT_PACKAGES[@]}"
 
 if [[ ! -x "$VENV/bin/python" ]]; then
     say "creating venv $VENV"

@@ -15,24 +15,10 @@ KPKG_WANT="${VM_KERNEL_PACKAGE:-linux-image-6.1.0-56-amd64}"
 
 export DEBIAN_FRONTEND=noninteractive
 say() { echo "vm/setup.sh: $*"; }
-SUDO=""
-[[ $(id -u) -eq 0 ]] || SUDO="sudo -n"
-
+# shellcheck source=../bench/apt.sh
+source "$REPO/tests/bench/apt.sh"
 VM_APT_PACKAGES=(nfs-ganesha nfs-ganesha-vfs qemu-system-x86 busybox-static cpio socat xz-utils kmod)
-missing=()
-for pkg in "${VM_APT_PACKAGES[@]}"; do
-    status="$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)"
-    [[ "$status" == "install ok installed" ]] || missing+=("$pkg")
-done
-updated=0
-if ((${#missing[@]})); then
-    say "installing apt packages: ${missing[*]}"
-    $SUDO apt-get update -qq </dev/null
-    updated=1
-    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null
-else
-    say "apt packages present: ${VM_APT_PACKAGES[*]}"
-fi
+ensure_apt vm/setup.sh "${VM_APT_PACKAGES[@]}"
 
 # Debian's nfs-ganesha package starts its own daemon on install where systemd runs; the bench
 # starts its own instances, on their own ports, and never uses that one.
@@ -50,7 +36,7 @@ mkdir -p "$dl"
 have_pkg() { [[ -n "$(apt-cache policy "$1" 2>/dev/null | sed -n 's/^ *Candidate: *//p' | grep -v '(none)')" ]]; }
 pkg="$KPKG_WANT"
 if ! have_pkg "$pkg"; then
-    ((updated)) || { $SUDO apt-get update -qq </dev/null; updated=1; }
+    apt_update_once
 fi
 if ! have_pkg "$pkg"; then
     pkg="$(apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-amd64$' | cut -d' ' -f1 | sort -V | tail -1)"

@@ -94,18 +94,11 @@ def kernel_version():
 def _children(pid):
     """PIDs whose parent is PID (read from /proc)."""
     out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat", "rb") as f:
-                st = f.read().decode(errors="replace")
-        except OSError:
-            continue
+    for child, raw in bench.proc_files("stat"):
+        st = raw.decode(errors="replace")
         # pid (comm) state ppid ...; comm may hold spaces and parens
-        ppid = int(st[st.rindex(")") + 2:].split()[1])
-        if ppid == pid:
-            out.append(int(d))
+        if int(st[st.rindex(")") + 2:].split()[1]) == pid:
+            out.append(child)
     return out
 
 

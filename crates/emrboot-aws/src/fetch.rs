@@ -203,3 +203,14 @@ async fn get_http(url: &str, allow_http: bool, max: u64) -> Result<Vec<u8>, Fetc
     }
     Ok(body)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacted_urls_carry_no_secrets() {
+        let s = super::redacted("https://user:pw@example.org/c.toml?X-Amz-Signature=SECRET#x");
+        assert_eq!(s, "https://example.org/c.toml");
+        assert_eq!(super::redacted("s3://b/k.toml"), "s3://b/k.toml");
+        assert_eq!(super::redacted("/etc/emrboot.toml"), "/etc/emrboot.toml");
+    }
+}

@@ -107,15 +107,6 @@ pub fn ensure_boot_unit(ctx: &Ctx, dry_run: bool) -> anyhow::Result<Vec<String>>
     let mut actions = Vec::new();
     actions.extend(ensure_kept_binary(ctx, dry_run)?);
     let unit = ctx.root.join(UNIT_DIR).join(UNIT_NAME);
-    // A unit file is line-based: a newline in a path would start a directive of its own.
-    for p in [kept_binary(ctx), ctx.state.path.clone()] {
-        if p.to_string_lossy().chars().any(char::is_control) {
-            anyhow::bail!(
-                "{:?} holds a control character: it cannot go into a systemd unit",
-                p.display().to_string()
-            );
-        }
-    }
     let text = unit_text(ctx);
     if std::fs::read_to_string(&unit).map_or(true, |t| t != text) {
         if !dry_run {

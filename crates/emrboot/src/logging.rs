@@ -16,11 +16,11 @@ use tracing_subscriber::{fmt, EnvFilter, Layer};
 /// Whatever EMRBOOT_LOG asks for, their events below INFO are never logged; emrboot's own
 /// `aws call retried` lines say what an operator needs about the SDK's calls.
 /// (`aws_` covers every SDK crate: aws_sigv4 logs the request it signs, key id included.)
-const HEADER_DUMPERS: [&str; 6] = ["aws_", "hyper", "h2", "reqwest", "rustls", "tower"];
+const SECRET_CARRIERS: [&str; 6] = ["aws_", "hyper", "h2", "reqwest", "rustls", "tower"];
 
-fn never_headers(meta: &tracing::Metadata<'_>) -> bool {
+fn sdk_below_info_never(meta: &tracing::Metadata<'_>) -> bool {
     *meta.level() <= tracing::Level::INFO
-        || !HEADER_DUMPERS.iter().any(|c| meta.target().starts_with(c))
+        || !SECRET_CARRIERS.iter().any(|c| meta.target().starts_with(c))
 }
 
 pub struct LogGuard;
@@ -37,7 +37,7 @@ where
                 "{default},aws_smithy_runtime=warn,aws_config=warn,aws_runtime=error,hyper=warn"
             ))
         })
-        .and(filter_fn(never_headers))
+        .and(filter_fn(sdk_below_info_never))
 }
 
 pub fn init(global: &Global, runs: bool) -> LogGuard {

@@ -20,9 +20,6 @@ fn main() {
     // Files get explicit modes; directories emrboot creates (state, markers, the shutdown
     // actions dir, systemd's) must not be writable by others whatever umask EMR started us with.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
-    if let Ok(exe) = std::env::current_exe() {
-        emrboot_os::command::set_supervisor(exe);
-    }
     let cli = cli::Cli::parse();
     let runs = cli.command.logs_runs();
     if runs && !nix::unistd::geteuid().is_root() {

@@ -4,23 +4,15 @@ use crate::exit::Exit;
 use emrboot_aws::{fetch_bytes, Aws};
 use emrboot_config::{values, Config, Location};
 
-/// Configs are a few KB; this bounds what a wrong URL can make us hold.
-const MAX_CONFIG: u64 = emrboot_config::MAX_SIZE as u64;
-
 pub struct Loaded {
     pub config: Config,
     pub text: String,
     pub source: String,
 }
 
-/// The source as logs and status show it: a URL without user info or query (presigned URLs
-/// carry their signature there).
-pub fn shown(src: &str) -> String {
-    emrboot_aws::fetch::redacted(src)
-}
-
 pub async fn load(aws: &Aws, src: &str) -> Result<Loaded, Exit> {
-    let shown_src = shown(src);
+    // As logs and status show it: a URL without user info or query (presigned signatures).
+    let shown_src = emrboot_aws::fetch::redacted(src);
     let src = src.trim();
     let loc = if src.contains("://") {
         values::location(src, false, false)
@@ -28,7 +20,7 @@ pub async fn load(aws: &Aws, src: &str) -> Result<Loaded, Exit> {
         absolute(src).map(|path| Location::Path { path })
     }
     .map_err(|e| Exit::invalid(format!("--config: {e}")))?;
-    let bytes = fetch_bytes(aws, &loc, MAX_CONFIG)
+    let bytes = fetch_bytes(aws, &loc, emrboot_config::MAX_SIZE as u64)
         .await
         .map_err(|e| Exit::invalid(format!("--config {shown_src}: {e}")))?;
     let text = String::from_utf8(bytes)
@@ -47,15 +39,4 @@ fn absolute(src: &str) -> Result<std::path::PathBuf, String> {
         return Err("empty path".into());
     }
     std::path::absolute(src).map_err(|e| format!("{src}: {e}"))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn shown_sources_carry_no_secrets() {
-        let s = super::shown("https://user:pw@example.org/c.toml?X-Amz-Signature=SECRET#x");
-        assert_eq!(s, "https://example.org/c.toml");
-        assert_eq!(super::shown("s3://b/k.toml"), "s3://b/k.toml");
-        assert_eq!(super::shown("/etc/emrboot.toml"), "/etc/emrboot.toml");
-    }
 }

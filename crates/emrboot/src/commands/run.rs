@@ -14,6 +14,8 @@ pub async fn run(g: &Global, src: &str, only: Option<Vec<PhaseName>>) -> CmdResu
     emrboot_os::stop::install_handlers()
         .map_err(|e| Exit::failed(format!("cannot handle SIGTERM: {e}")))?;
     let (ctx, text, source) = super::context(g, src, Budget::Bootstrap).await?;
+    // Build steps run under this binary as their supervisor (emrboot_os::command::supervise).
+    emrboot_os::command::set_supervisor(ctx.self_exe.clone());
     let _lock = ctx.state.lock(LOCK_WAIT).map_err(Exit::invalid)?;
     ctx.state.create().map_err(Exit::invalid)?;
     let phases = emrboot_phases::all();
