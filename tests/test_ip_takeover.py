@@ -9,8 +9,8 @@ import shlex
 
 import pytest
 
-from net_helpers import (SEED_NAME, TAGS_SET, TEST_PORT, aws_state, connect, ec2_calls, mutating,
-                         os_state, outcomes, phase, plan_actions, start_server, status, tags_param,
+from net_helpers import (SEED_NAME, TAGS_SET, TEST_PORT, aws_state, connect, ec2_calls, first_run_outcomes,
+                         mutating, os_state, outcomes, phase, plan_actions, start_server, status, tags_param,
                          write_config)
 
 PHASES = ("tag", "ip-takeover", "shutdown-hook")
@@ -43,7 +43,8 @@ def test_first_run_moves_the_fixed_ip_to_the_master(netbench):
     assert f"{primary}/20" in m.addresses()
     assert m.nat_has("PREROUTING", fixed, primary), m.nat_rules("PREROUTING")
     assert m.nat_has("OUTPUT", fixed, primary), m.nat_rules("OUTPUT")
-    assert outcomes(m, *PHASES) == {p: "changed" for p in PHASES}
+    assert outcomes(m, *PHASES) == first_run_outcomes(PHASES)
+    assert (m.shutdown_actions_dir / "emrboot-release-ip.sh").is_file()
 
 
 def test_first_run_ec2_calls(netbench):
@@ -332,7 +333,8 @@ def test_ha_primary_master_takes_the_ip(netbench):
 
     assert nb.fixed_ip in nb.eni_ips(m.eni_id)
     assert f"{nb.fixed_ip}/32" in m.addresses()
-    assert outcomes(m, *PHASES) == {p: "changed" for p in PHASES}
+    assert outcomes(m, *PHASES) == first_run_outcomes(PHASES)
+    assert (m.shutdown_actions_dir / "emrboot-release-ip.sh").is_file()
 
 
 def test_after_a_reboot_the_address_and_rules_come_back_without_ec2_calls(netbench):

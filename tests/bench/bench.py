@@ -168,6 +168,14 @@ class Imds(Proc):
     def clear_faults(self):
         http("DELETE", self.url + "/_emu/faults")
 
+    def pin_local_ipv4s(self, mac, ips):
+        """Freezes IMDS local-ipv4s of MAC at IPS (None unfreezes every MAC): IMDS lagging EC2."""
+        if ips is None:
+            http("DELETE", self.url + "/_emu/pin")
+            return
+        st, _, body = http("POST", self.url + "/_emu/pin", body={mac: list(ips)})
+        assert st == 200, body
+
     def impersonate(self, instance_id):
         st, _, body = http("POST", self.url + "/_emu/instance", body={"instance_id": instance_id})
         assert st == 200, body
@@ -250,6 +258,11 @@ class CountProxy(Proc):
         st, _, body = http("GET", self.url + "/_fault/rules")
         assert st == 200, (st, body)
         return json.loads(body)
+
+    def emulate_reassignment(self, on=True):
+        """EC2's AllowReassignment on this proxy's assigns (moto ignores it): see countproxy.py."""
+        st, _, body = http("PUT", self.url + "/_fault/reassignment", body=json.dumps(bool(on)).encode())
+        assert st == 200, body
 
     def held(self):
         """The requests held (or hung) right now: dicts with id, action, service, method, path,

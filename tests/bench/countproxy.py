@@ -26,6 +26,9 @@ Control API (not forwarded), JSON:
 - PUT /_fault/rules with a list of rules: replaces the rules (their counters start afresh).
   GET /_fault/rules: the rules, each with "matched" and "applied" counts.
   DELETE /_fault/rules: clears the rules and releases every held or hung request.
+- PUT /_fault/reassignment true|false: emulate EC2's AllowReassignment, which moto ignores: after
+  moto answers an AssignPrivateIpAddresses with AllowReassignment=true, the IP is taken off every
+  other ENI (straight in moto) before the client gets the answer.
 - GET /_fault/held: the requests held right now, oldest first:
   [{"id", "action", "service", "method", "path", "when"}] (when: "before" | "after" | "hang").
 
@@ -52,6 +55,7 @@ Which matching requests a rule takes: "first": N (only the first N it matches), 
 by default all. Rules are tried in order; the first that takes a request applies its fault.
 """
 import argparse
+import xml.etree.ElementTree as ET
 import http.client
 import itertools
 import json
@@ -161,6 +165,7 @@ class Faults:
         self.rules = []
         self.release = threading.Event()  # set (and replaced) when the rules are cleared
         self.held = {}
+        self.reassignment = False  # PUT /_fault/reassignment
         self.ids = itertools.count(1)
 
     def set_rules(self, specs):
@@ -262,6 +267,41 @@ def canned(rule, req):
                         rule.spec.get("message") or f"{rule.spec['code']} (injected by countproxy)")
 
 
+def _moto_ec2(up, params):
+    """One EC2 query call straight to moto (it checks no signature), parsed."""
+    body = urllib.parse.urlencode({"Version": "2016-11-15", **params}).encode()
+    conn = http.client.HTTPConnection(up.hostname, up.port or 80, timeout=30)
+    try:
+        conn.request("POST", "/", body=body, headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20260101/ap-northeast-2/ec2/aws4_request, "
+                             "SignedHeaders=host, Signature=0"})
+        return ET.fromstring(conn.getresponse().read())
+    finally:
+        conn.close()
+
+
+def emulate_reassignment(up, params):
+    """What EC2 does and moto does not (it ignores AllowReassignment): an IP assigned to one ENI
+    leaves every other ENI. Applied after moto answered the assign, while the client still waits,
+    so the client sees EC2's end state."""
+    target = params.get("NetworkInterfaceId")
+    ips = {v for k, v in params.items() if k.startswith("PrivateIpAddress.")}
+    if params.get("AllowReassignment") != "true" or not target or not ips:
+        return
+    root = _moto_ec2(up, {"Action": "DescribeNetworkInterfaces"})
+    strip = lambda t: t.split("}", 1)[-1]  # noqa: E731
+    for ni in root.iter():
+        if strip(ni.tag) != "item" or ni.find("./{*}networkInterfaceId") is None:
+            continue
+        eni = ni.find("./{*}networkInterfaceId").text
+        held = [a.findtext("./{*}privateIpAddress") for a in ni.findall("./{*}privateIpAddressesSet/{*}item")
+                if a.findtext("./{*}primary") != "true"]
+        for n, ip in enumerate(sorted(ips & set(held)) if eni != target else [], 1):
+            _moto_ec2(up, {"Action": "UnassignPrivateIpAddresses", "NetworkInterfaceId": eni,
+                           "PrivateIpAddress.1": ip})
+
+
 def make_handler(upstream, recorder, faults):
     up = urllib.parse.urlsplit(upstream)
     if up.scheme != "http" or not up.hostname:
@@ -320,6 +360,9 @@ def make_handler(upstream, recorder, faults):
             if path == "/_fault/rules" and method == "DELETE":
                 faults.clear()
                 return self.reply_json(200, [])
+            if path == "/_fault/reassignment" and method == "PUT":
+                faults.reassignment = bool(json.loads(body or b"null"))
+                return self.reply_json(200, {"reassignment": faults.reassignment})
             if (method, path) == ("GET", "/_fault/held"):
                 return self.reply_json(200, faults.list_held())
             return self.reply_json(404, {"error": "no such control endpoint"})
@@ -443,6 +486,9 @@ def make_handler(upstream, recorder, faults):
                 if fault == "delay":
                     time.sleep(float(rule.spec["seconds"]))
                 answer = self.upstream_call(req, body)
+            if answer and answer[0] == 200 and faults.reassignment and service == "ec2" \
+                    and action == "AssignPrivateIpAddresses":
+                emulate_reassignment(up, params)
             recorder.add({"method": method, "path": req["path"], "service": service, "action": action,
                           "params": params, "status": answer[0] if answer else None, "fault": fault})
             if answer:

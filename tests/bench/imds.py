@@ -8,7 +8,8 @@ state on every request: an IP assigned through AssignPrivateIpAddresses shows up
 Control API, no token: POST /_emu/instance {"instance_id": ...}; POST /_emu/faults {"delay_s": 2.5,
 "delay_n": N, "fail_500": N, "refuse_token": N, "drop": N, "paths": "regex"} (N: the next N matching
 requests, -1 until cleared; delay_n defaults to -1); DELETE /_emu/faults; GET|DELETE /_emu/log;
-GET /_emu/health. Test-only extras: fault "revoke_tokens": N (the next N matching requests first
+GET /_emu/health; POST /_emu/pin {"<mac>": ["ip", ...]} freezes local-ipv4s of that MAC (IMDS
+lagging EC2), DELETE /_emu/pin unfreezes. Test-only extras: fault "revoke_tokens": N (the next N matching requests first
 forget every token issued so far, as an IMDS restart does, then are served normally: a GET with an
 old token then gets a genuine 401); GET /_emu/issued-tokens lists every token ever handed out, so
 tests can check that no log or output leaks one.
@@ -145,10 +146,12 @@ class Emulator:
         macs = {}
         for e in enis:
             ips = sorted(e["PrivateIpAddresses"], key=lambda a: not a.get("Primary"))
+            pinned = self.__dict__.get("pinned_ipv4s", {}).get(e["MacAddress"])
             macs[e["MacAddress"]] = {
                 "device-number": str(e["Attachment"]["DeviceIndex"]),
                 "interface-id": e["NetworkInterfaceId"],
-                "local-ipv4s": "\n".join(a["PrivateIpAddress"] for a in ips),
+                "local-ipv4s": "\n".join(pinned if pinned is not None
+                                         else [a["PrivateIpAddress"] for a in ips]),
                 "mac": e["MacAddress"],
                 "owner-id": e.get("OwnerId", "123456789012"),
                 "subnet-id": e["SubnetId"],
@@ -284,6 +287,11 @@ def make_handler(emu):
                 if route == ("POST", "v1"):
                     emu.allow_v1 = bool(self.body_json().get("allow"))
                     return reply(200, {"allow_v1": emu.allow_v1})
+                if route in (("POST", "pin"), ("DELETE", "pin")):
+                    # IMDS lagging EC2: local-ipv4s of a MAC frozen at what the test says.
+                    with emu.lock:
+                        emu.pinned_ipv4s = {} if method == "DELETE" else dict(self.body_json())
+                        return reply(200, emu.pinned_ipv4s)
                 if route == ("POST", "instance"):
                     return reply(*emu.impersonate(self.body_json()["instance_id"]))
                 reply(404, {"error": "no such control endpoint"})

@@ -291,6 +291,18 @@ class NetNode:
                                  f"expected {check}\n--- stdout\n{cp.stdout}\n--- stderr\n{cp.stderr}")
         return cp
 
+    def start(self, *args, env=None):
+        """emrboot ARGS inside the namespace, in the background: a Popen (text stdout/stderr
+        pipes) that the netbench stops if the test does not; finish() collects it."""
+        return self.bench.popen_in(self.ns, [bench.emrboot_bin(), *args], env=self.env if env is None else env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    @staticmethod
+    def finish(p, timeout=120):
+        """Waits for a start()ed emrboot: (exit code, stdout, stderr)."""
+        out, err = p.communicate(timeout=timeout)
+        return p.returncode, out, err
+
     # -- the node's OS state --------------------------------------------------------------------
     def addresses(self, ifname="ens5"):
         """IPv4 addresses on IFNAME as 'a.b.c.d/len', from `ip -j -4 addr show`."""

@@ -132,23 +132,24 @@ impl Nat {
         Ok(out)
     }
 
-    /// Adds each rule that is absent; returns the chains it added to.
-    pub async fn ensure(
+    /// Adds the rule to `chain` if absent; `true` if it added it.
+    pub async fn ensure_in(
         &self,
+        chain: &'static str,
         fixed: Ipv4Addr,
         primary: Ipv4Addr,
-    ) -> Result<Vec<&'static str>, NatError> {
-        let have = self.present(fixed, primary).await?;
-        let mut added = Vec::new();
-        for chain in CHAINS.into_iter().filter(|c| !have.contains(c)) {
-            self.ipt(Op::Append, chain, dnat_rule(fixed, primary))
-                .await?;
-            added.push(chain);
+    ) -> Result<bool, NatError> {
+        if self
+            .ipt(Op::Check, chain, dnat_rule(fixed, primary))
+            .await?
+        {
+            return Ok(false);
         }
-        Ok(added)
+        self.ipt(Op::Append, chain, dnat_rule(fixed, primary)).await
     }
 
-    /// Removes the rules, every copy of them; returns the chains it removed from.
+    /// Removes the rules, every copy of them; returns the chains it removed from. A rule that
+    /// another process removed first (two release-ip at once) counts as removed by it.
     pub async fn remove(
         &self,
         fixed: Ipv4Addr,
@@ -164,8 +165,15 @@ impl Nat {
                 {
                     break;
                 }
-                self.ipt(Op::Delete, chain, dnat_rule(fixed, primary))
-                    .await?;
+                if let Err(e) = self.ipt(Op::Delete, chain, dnat_rule(fixed, primary)).await {
+                    if self
+                        .ipt(Op::Check, chain, dnat_rule(fixed, primary))
+                        .await?
+                    {
+                        return Err(e);
+                    }
+                    break;
+                }
                 if !removed.contains(&chain) {
                     removed.push(chain);
                 }

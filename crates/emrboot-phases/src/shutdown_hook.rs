@@ -32,8 +32,9 @@ pub fn action_script(exe: &Path, state_dir: &Path) -> String {
     )
 }
 
-/// Writes the action unless it is already there, exact and executable.
-fn ensure_action(ctx: &Ctx, dry_run: bool) -> anyhow::Result<Option<String>> {
+/// Writes the action unless it is already there, exact and executable. ip-takeover calls it
+/// too, before the IP moves.
+pub(crate) fn ensure_action(ctx: &Ctx, dry_run: bool) -> anyhow::Result<Option<String>> {
     let path = ctx.shutdown_actions_dir.join(ACTION_FILE);
     let script = action_script(&per_boot::kept_binary(ctx), &ctx.state.path);
     let current = std::fs::read_to_string(&path).ok();

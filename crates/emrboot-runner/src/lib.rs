@@ -2,6 +2,7 @@
 //! selection rules (table present, `--only`, roles), markers and the status of the last run.
 
 pub mod context;
+pub mod ip_owner;
 pub mod phase;
 pub mod run;
 pub mod state;
@@ -9,6 +10,6 @@ pub mod status;
 
 pub use context::{Ctx, Node};
 pub use phase::{Phase, PhaseError, Precheck};
-pub use run::{plan, run, PlanReport, RunOptions, RunReport};
+pub use run::{plan, run, stop_reason, PlanReport, RunOptions, RunReport};
 pub use state::StateDir;
 pub use status::{Outcome, PhaseRecord, RunRecord};

@@ -99,7 +99,10 @@ pub struct RunReport {
 /// Saves the status; a state dir that cannot be written is logged, not fatal to the node's work.
 fn save(ctx: &Ctx, record: &RunRecord) {
     if let Err(e) = ctx.state.save_status(record) {
-        tracing::error!(error = %e, "cannot write the status file");
+        tracing::error!(error = %e, "cannot write the status file; `status` will report this run as unrecorded");
+        if let Err(e2) = ctx.state.mark_unrecorded(&e.to_string()) {
+            tracing::error!(error = %e2, "cannot mark the status as unrecorded either");
+        }
     }
 }
 
@@ -193,10 +196,10 @@ pub async fn run(ctx: &Ctx, phases: &[Box<dyn Phase>], opts: &RunOptions) -> Run
         let name = record.phases[i].phase;
         let rest = queue[n + 1..].iter().map(|(i, _)| *i);
         // A safe point: the phases before have finished, this one has not begun.
-        if let Some(signal) = stop::requested() {
+        if let Some(why) = stop_reason(ctx) {
             let rec = &mut record.phases[i];
             rec.outcome = Outcome::Interrupted;
-            rec.error = Some(format!("not started: emrboot received {}", signal.as_str()));
+            rec.error = Some(format!("not started: {why}"));
             tracing::warn!(phase = %name, outcome = "interrupted", "stopping before this phase");
             return finish(ctx, record, 1, rest, STOPPED);
         }
@@ -231,7 +234,7 @@ pub async fn run(ctx: &Ctx, phases: &[Box<dyn Phase>], opts: &RunOptions) -> Run
                 }
                 rec.actions = actions;
             }
-            Err(e) if stop::requested().is_some() => {
+            Err(e) if stop_reason(ctx).is_some() => {
                 tracing::warn!(phase = %name, outcome = "interrupted", "{e}");
                 rec.outcome = Outcome::Interrupted;
                 rec.error = Some(e);
@@ -254,7 +257,18 @@ pub async fn run(ctx: &Ctx, phases: &[Box<dyn Phase>], opts: &RunOptions) -> Run
 
 const CHECKS_FAILED: &str = "the checks found a config or environment error; nothing was changed";
 const FAILED_BEFORE: &str = "an earlier required phase failed";
-const STOPPED: &str = "the run was stopped by a signal";
+const STOPPED: &str = "the run was stopped (a signal, or release-ip)";
+
+/// Why the run must stop at its next safe point, if it must: a signal, or release-ip giving
+/// the fixed IP back (the node is going away; the run must not take the IP again).
+pub fn stop_reason(ctx: &Ctx) -> Option<String> {
+    if let Some(signal) = stop::requested() {
+        return Some(format!("emrboot received {}", signal.as_str()));
+    }
+    ctx.state
+        .release_requested()
+        .then(|| "release-ip asked this run to stop (the fixed IP is being given back)".into())
+}
 
 fn finish(
     ctx: &Ctx,

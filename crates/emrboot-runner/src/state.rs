@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 pub const CONFIG_COPY: &str = "config.toml";
 pub const STATUS: &str = "status.json";
-const LOCK: &str = "lock";
+pub const LOCK: &str = "lock";
+/// Left by a run that could not write its status, so that `status` never shows an older run.
+pub const STATUS_UNRECORDED: &str = "status-unrecorded";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -29,8 +31,9 @@ pub enum StateError {
     Write(#[from] atomic::AtomicError),
     #[error("{}: {reason}", .path.display())]
     Corrupt { path: PathBuf, reason: String },
-    #[error("another emrboot run ({holder}) holds {} (waited {secs} s); try again when it ends", .path.display())]
+    #[error("{who} ({holder}) holds {} (waited {secs} s); try again when it ends", .path.display())]
     Busy {
+        who: &'static str,
         path: PathBuf,
         holder: String,
         secs: u64,
@@ -78,9 +81,23 @@ impl StateDir {
 
     /// Takes the run lock, waiting up to `wait` for another run to finish.
     pub fn lock(&self, wait: Duration) -> Result<RunLock, StateError> {
+        Ok(RunLock {
+            _file: self.flock(LOCK, wait, "another emrboot run")?,
+        })
+    }
+
+    /// An exclusive flock on `name` in the state dir, waited for up to `wait` (or until a stop
+    /// is requested). The holder writes its pid into the file, so a waiter can say whom it waits
+    /// for (advisory: the flock decides).
+    pub(crate) fn flock(
+        &self,
+        name: &str,
+        wait: Duration,
+        who: &'static str,
+    ) -> Result<nix::fcntl::Flock<File>, StateError> {
         use nix::fcntl::{Flock, FlockArg};
         self.create()?;
-        let path = self.path.join(LOCK);
+        let path = self.path.join(name);
         let start = Instant::now();
         let mut said = false;
         loop {
@@ -94,10 +111,9 @@ impl StateDir {
                 .map_err(self.io(&path))?;
             match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                 Ok(lock) => {
-                    // Who holds it, for a run that has to wait (advisory: the flock decides).
                     let _ = lock.set_len(0);
                     let _ = (&*lock).write_all(format!("{}\n", std::process::id()).as_bytes());
-                    return Ok(RunLock { _file: lock });
+                    return Ok(lock);
                 }
                 Err((_, nix::errno::Errno::EWOULDBLOCK))
                     if start.elapsed() < wait && emrboot_os::stop::requested().is_none() =>
@@ -105,16 +121,17 @@ impl StateDir {
                     if !said {
                         said = true;
                         tracing::warn!(
-                            "another emrboot run ({}) holds {}; waiting up to {} s for it",
+                            "{who} ({}) holds {}; waiting up to {} s for it",
                             Self::holder(&path),
                             path.display(),
                             wait.as_secs()
                         );
                     }
-                    std::thread::sleep(Duration::from_millis(200));
+                    std::thread::sleep(Duration::from_millis(100));
                 }
                 Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
                     return Err(StateError::Busy {
+                        who,
                         holder: Self::holder(&path),
                         path,
                         secs: start.elapsed().as_secs(),
@@ -123,6 +140,14 @@ impl StateDir {
                 Err((_, e)) => return Err(self.io(&path)(io::Error::from(e))),
             }
         }
+    }
+
+    /// The pid written into a lock file by its holder, while the lock is held.
+    pub fn lock_holder(&self, name: &str) -> Option<u32> {
+        let path = self.path.join(name);
+        self.held(name)
+            .then(|| std::fs::read_to_string(&path).ok()?.trim().parse().ok())
+            .flatten()
     }
 
     /// "pid N" from the lock file, as the holder wrote it.
@@ -135,8 +160,12 @@ impl StateDir {
 
     /// True while a run holds the lock (a dead run's lock is gone with its process).
     pub fn is_locked(&self) -> bool {
+        self.held(LOCK)
+    }
+
+    fn held(&self, name: &str) -> bool {
         use nix::fcntl::{Flock, FlockArg};
-        let Ok(file) = File::open(self.path.join(LOCK)) else {
+        let Ok(file) = File::open(self.path.join(name)) else {
             return false;
         };
         matches!(
@@ -182,7 +211,50 @@ impl StateDir {
             path: p.clone(),
             reason: e.to_string(),
         })?;
-        Ok(atomic::write(&p, &body, 0o600)?)
+        atomic::write(&p, &body, 0o600)?;
+        // A later record replaces what an earlier failed write said.
+        match std::fs::remove_file(self.path.join(STATUS_UNRECORDED)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(self.io(&self.path.join(STATUS_UNRECORDED))(e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// After a failed `save_status`: the older record goes, and a marker says why, so that
+    /// `status` reports the last run as unrecorded instead of showing the run before it. Both
+    /// steps need no free blocks (an unlink, an empty file), which is what a full disk leaves.
+    pub fn mark_unrecorded(&self, reason: &str) -> Result<(), StateError> {
+        let status = self.path.join(STATUS);
+        match std::fs::remove_file(&status) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(self.io(&status)(e)),
+            _ => {}
+        }
+        let marker = self.path.join(STATUS_UNRECORDED);
+        let mut f = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&marker)
+            .map_err(self.io(&marker))?;
+        // The reason is best effort: on a full disk the file stays empty.
+        let _ = writeln!(
+            f,
+            "pid {} at {}: {reason}",
+            std::process::id(),
+            crate::status::now_rfc3339()
+        );
+        Ok(())
+    }
+
+    /// Why the last run has no status record, when it could not write one.
+    pub fn unrecorded(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.path.join(STATUS_UNRECORDED)).ok()?;
+        Some(match text.trim() {
+            "" => "the last run could not write its status file (is the state disk full?)".into(),
+            t => format!("the last run could not write its status file: {t}"),
+        })
     }
 
     /// The last run's status, `Ok(None)` when there has been none.

@@ -4,7 +4,7 @@
 //! never unassign first, or a failure between two calls leaves the IP on no ENI (the seed's bug).
 //! Everything about the node's network comes from IMDS; the Linux interface is found by MAC.
 
-use crate::per_boot;
+use crate::{per_boot, shutdown_hook};
 use anyhow::{anyhow, Context};
 use async_trait::async_trait;
 use emrboot_aws::Ec2;
@@ -169,9 +169,13 @@ pub async fn wait_for_imds(
     mac: &str,
     ip: Ipv4Addr,
     bound: Duration,
+    abort: &(dyn Fn() -> bool + Sync),
 ) -> anyhow::Result<()> {
     let start = Instant::now();
     loop {
+        if abort() {
+            return Err(anyhow!("stopped waiting for IMDS to list {ip}"));
+        }
         let ips = imds.local_ipv4s(mac).await?;
         if ips.contains(&ip) {
             tracing::info!(
@@ -231,7 +235,9 @@ impl Phase for IpTakeover {
     async fn plan(&self, ctx: &Ctx) -> Result<Vec<String>, PhaseError> {
         let cfg = config(ctx)?;
         let a = self.assessment(ctx).await?;
-        let mut actions = Vec::new();
+        // The same order as apply: the way back first, then the IP.
+        let mut actions = per_boot::ensure_boot_unit(ctx, true)?;
+        actions.extend(shutdown_hook::ensure_action(ctx, true)?);
         if a.holder != Holder::Us {
             actions.push(assign_action(cfg, &a.net, &a.holder));
             actions.push(format!(
@@ -252,41 +258,68 @@ impl Phase for IpTakeover {
         for chain in nat::CHAINS.into_iter().filter(|c| !have.contains(c)) {
             actions.push(nat_action(chain, cfg, &a.net));
         }
-        actions.extend(per_boot::ensure_boot_unit(ctx, true)?);
         Ok(actions)
     }
 
     async fn apply(&self, ctx: &Ctx) -> Result<Vec<String>, PhaseError> {
         let cfg = config(ctx)?;
         let a = self.assessment(ctx).await?;
-        let mut actions = Vec::new();
+        // The way back comes before the IP moves: a node must never hold the IP with no
+        // shutdown action, kept binary or kept config to give it back (a full state disk fails
+        // the run here, before any AWS call). shutdown-hook then finds its action in place.
+        let mut actions = per_boot::ensure_boot_unit(ctx, false)?;
+        actions.extend(shutdown_hook::ensure_action(ctx, false)?);
+        log_changed(&actions);
+        // From the holder check to the last rule, release-ip waits for us, and we stop as soon
+        // as it asks (see emrboot_runner::ip_owner).
+        let _owner = ctx.state.ip_lock(OWNER_WAIT)?;
+        let mut owned = Owned {
+            ctx,
+            cfg,
+            changed: false,
+        };
+        owned.stop_if_released().await?;
         if a.holder != Holder::Us {
             let ec2 = ctx.ec2().await?;
             if a.at.elapsed() > FRESH {
                 // Refuses (naming the ENI) if another ENI took the IP since the checks.
                 find_holder(ec2.as_ref(), cfg, &a.net).await?;
             }
+            owned.stop_if_released().await?;
+            owned.changed = true;
             ec2.assign_private_ip(&a.net.interface_id, cfg.address)
                 .await?;
             let action = assign_action(cfg, &a.net, &a.holder);
-            tracing::info!(phase = "ip-takeover", outcome = "changed", "{action}");
+            log_changed(std::slice::from_ref(&action));
             actions.push(action);
-            wait_for_imds(&ctx.imds, &a.net.mac, cfg.address, IMDS_WAIT).await?;
+            owned.stop_if_released().await?;
+            let released = || ctx.state.release_requested();
+            if let Err(e) =
+                wait_for_imds(&ctx.imds, &a.net.mac, cfg.address, IMDS_WAIT, &released).await
+            {
+                owned.stop_if_released().await?;
+                return Err(e.into());
+            }
         }
+        owned.stop_if_released().await?;
         let nl = Netlink::connect()?;
+        owned.changed = true;
         if nl.add_address(&a.link, cfg.address, 32).await? {
-            actions.push(addr_action(cfg, &a.link));
+            let action = addr_action(cfg, &a.link);
+            log_changed(std::slice::from_ref(&action));
+            actions.push(action);
         }
-        for chain in nat::Nat::new()
-            .await?
-            .ensure(cfg.address, a.net.primary_ip)
-            .await?
-        {
-            actions.push(nat_action(chain, cfg, &a.net));
-        }
-        actions.extend(per_boot::ensure_boot_unit(ctx, false)?);
-        for action in &actions[usize::from(a.holder != Holder::Us)..] {
-            tracing::info!(phase = "ip-takeover", outcome = "changed", "{action}");
+        for chain in nat::CHAINS {
+            owned.stop_if_released().await?;
+            if nat::Nat::new()
+                .await?
+                .ensure_in(chain, cfg.address, a.net.primary_ip)
+                .await?
+            {
+                let action = nat_action(chain, cfg, &a.net);
+                log_changed(std::slice::from_ref(&action));
+                actions.push(action);
+            }
         }
         if actions.is_empty() {
             tracing::info!(
@@ -301,62 +334,236 @@ impl Phase for IpTakeover {
     }
 }
 
-/// `release-ip`: the IP back to the reserved ENI in one call, then the /32 and both rules off
-/// this node. Each step is skipped when already done, so a second call changes nothing.
-pub async fn release(cfg: &Cfg, imds: &Imds, ec2: &dyn Ec2) -> anyhow::Result<Vec<String>> {
-    let mut actions = Vec::new();
-    let net = imds.network().await.context("release-ip")?;
-    let mut ec2_error = None;
-    // Only an IP this node holds is given back: a node that does not hold it (a core node, an
-    // old cluster whose IP a new master has taken) must never pull it off its holder.
-    let ours = net.local_ipv4s.contains(&cfg.address);
+fn log_changed(actions: &[String]) {
+    for action in actions {
+        tracing::info!(phase = "ip-takeover", outcome = "changed", "{action}");
+    }
+}
+
+/// How long ip-takeover waits for a release-ip (or another run's ip-takeover) to let go.
+const OWNER_WAIT: Duration = Duration::from_secs(60);
+
+/// ip-takeover while it holds `ip.lock`.
+struct Owned<'a> {
+    ctx: &'a Ctx,
+    cfg: &'a Cfg,
+    /// Whether this run may have changed the IP in EC2 or on the node under the lock.
+    changed: bool,
+}
+
+impl Owned<'_> {
+    /// Stops when release-ip has asked: after giving back what this run took, since the
+    /// release-ip that asked may have stopped waiting for us (its 50 s bound).
+    async fn stop_if_released(&self) -> Result<(), PhaseError> {
+        if !self.ctx.state.release_requested() {
+            return Ok(());
+        }
+        let why = "release-ip asked this run to stop";
+        if !self.changed {
+            tracing::warn!(phase = "ip-takeover", "{why}: the fixed IP is left alone");
+            return Err(PhaseError::failed(anyhow!(
+                "{why} before it acted on {}",
+                self.cfg.address
+            )));
+        }
+        tracing::warn!(
+            phase = "ip-takeover",
+            "{why}: giving back what this run took"
+        );
+        let ec2 = self.ctx.ec2().await;
+        let ec2 = ec2
+            .as_ref()
+            .map(|e| e.as_ref())
+            .map_err(|e| anyhow!("{e:#}"));
+        let undone = release(self.cfg, &self.ctx.imds, ec2, RELEASE_EC2_BOUND).await;
+        match undone {
+            Ok(actions) => {
+                for a in &actions {
+                    tracing::info!(phase = "ip-takeover", outcome = "changed", "{a}");
+                }
+                Err(PhaseError::failed(anyhow!(
+                    "{why}; this run gave {} back and removed its /32 and rules",
+                    self.cfg.address
+                )))
+            }
+            Err(e) => Err(PhaseError::failed(
+                e.context(format!("{why}; giving {} back failed", self.cfg.address)),
+            )),
+        }
+    }
+}
+
+/// How long EC2 may take to answer release-ip's calls in all; local cleanup follows anyway.
+pub const RELEASE_EC2_BOUND: Duration = Duration::from_secs(30);
+
+/// EC2's answer to who holds the IP, as release-ip needs it: give back only from our own ENI.
+async fn give_back(cfg: &Cfg, net: &NetworkFacts, ec2: &dyn Ec2) -> anyhow::Result<Option<String>> {
+    let reserved = ec2
+        .eni(&cfg.reserved_eni)
+        .await
+        .with_context(|| {
+            format!(
+                "ec2:DescribeNetworkInterfaces {} (the reserved ENI)",
+                cfg.reserved_eni
+            )
+        })?
+        .ok_or_else(|| {
+            anyhow!(
+                "ec2:DescribeNetworkInterfaces: the reserved ENI {} does not exist",
+                cfg.reserved_eni
+            )
+        })?;
+    let imds_ours = net.local_ipv4s.contains(&cfg.address);
+    if reserved.private_ips.contains(&cfg.address) {
+        // Already given back (EC2 shows an IP on one ENI; moto may show both).
+        if imds_ours {
+            tracing::info!(
+                phase = "release-ip",
+                "IMDS still lists {} here, but EC2 has it on the reserved ENI {}: already given back",
+                cfg.address,
+                cfg.reserved_eni
+            );
+        }
+        return Ok(None);
+    }
+    // Checked right before the one call that moves the IP: IMDS lags EC2, and in a blue/green
+    // swap the IP may already be on the new cluster's master.
+    let ours = ec2
+        .eni(&net.interface_id)
+        .await
+        .with_context(|| {
+            format!(
+                "ec2:DescribeNetworkInterfaces {} (this node's ENI)",
+                net.interface_id
+            )
+        })?
+        .is_some_and(|e| e.private_ips.contains(&cfg.address));
+    if ours != imds_ours {
+        tracing::warn!(
+            phase = "release-ip",
+            "IMDS and EC2 disagree about {}: IMDS local-ipv4s {} it on {}, EC2 {} it there; EC2 decides",
+            cfg.address,
+            if imds_ours { "lists" } else { "does not list" },
+            net.interface_id,
+            if ours { "shows" } else { "does not show" },
+        );
+    }
     if !ours {
         tracing::info!(
             phase = "release-ip",
-            "{} is not on this node (IMDS local-ipv4s); no EC2 call",
-            cfg.address
+            "{} is not on this node's ENI {} in EC2: no AssignPrivateIpAddresses (never taken off another ENI)",
+            cfg.address,
+            net.interface_id
         );
+        return Ok(None);
     }
-    // IMDS lags EC2: after a release it may still list the IP; the reserved ENI already
-    // holding it makes a second call a no-op.
-    let give_back = ours
-        && !ec2
-            .eni(&cfg.reserved_eni)
-            .await?
-            .ok_or_else(|| anyhow!("reserved ENI {} does not exist", cfg.reserved_eni))?
-            .private_ips
-            .contains(&cfg.address);
-    if give_back {
-        match ec2.assign_private_ip(&cfg.reserved_eni, cfg.address).await {
-            Ok(()) => actions.push(format!(
-                "ec2:AssignPrivateIpAddresses {} to {}, AllowReassignment=true",
+    ec2.assign_private_ip(&cfg.reserved_eni, cfg.address)
+        .await
+        .with_context(|| {
+            format!(
+                "ec2:AssignPrivateIpAddresses {} to {}",
                 cfg.address, cfg.reserved_eni
-            )),
-            // The node is going away: still take the address and rules off it, then report.
-            Err(e) => ec2_error = Some(e),
-        }
+            )
+        })?;
+    Ok(Some(format!(
+        "ec2:AssignPrivateIpAddresses {} to {}, AllowReassignment=true",
+        cfg.address, cfg.reserved_eni
+    )))
+}
+
+/// The /32 and both rules off this node; what is already gone counts as done.
+async fn remove_local(cfg: &Cfg, net: &NetworkFacts) -> anyhow::Result<Vec<String>> {
+    let mut actions = Vec::new();
+    let mut errors = Vec::new();
+    match async {
+        let nl = Netlink::connect()?;
+        let link = nl.link_by_mac(&net.mac).await?;
+        anyhow::Ok(
+            nl.remove_address(&link, cfg.address, 32)
+                .await?
+                .then_some(link),
+        )
     }
-    let nl = Netlink::connect()?;
-    let link = nl.link_by_mac(&net.mac).await?;
-    if nl.remove_address(&link, cfg.address, 32).await? {
-        actions.push(format!(
+    .await
+    {
+        Ok(Some(link)) => actions.push(format!(
             "remove {}/32 from {} (netlink)",
             cfg.address, link.name
-        ));
+        )),
+        Ok(None) => {}
+        Err(e) => errors.push(format!("{e:#}")),
     }
-    for chain in nat::Nat::new()
-        .await?
-        .remove(cfg.address, net.primary_ip)
-        .await?
+    match async {
+        anyhow::Ok(
+            nat::Nat::new()
+                .await?
+                .remove(cfg.address, net.primary_ip)
+                .await?,
+        )
+    }
+    .await
     {
-        actions.push(format!(
-            "iptables -t nat -D {chain} {}",
-            nat::dnat_rule(cfg.address, net.primary_ip)
-        ));
+        Ok(chains) => actions.extend(chains.into_iter().map(|chain| {
+            format!(
+                "iptables -t nat -D {chain} {}",
+                nat::dnat_rule(cfg.address, net.primary_ip)
+            )
+        })),
+        Err(e) => errors.push(format!("{e:#}")),
     }
-    match ec2_error {
-        Some(e) => Err(anyhow!(e).context(format!("release-ip: cannot give {} back", cfg.address))),
-        None => Ok(actions),
+    if errors.is_empty() {
+        Ok(actions)
+    } else {
+        Err(anyhow!("{}", errors.join("; ")))
+    }
+}
+
+/// `release-ip`: the IP back to the reserved ENI in one call, only when EC2 shows it on this
+/// node's ENI; then the /32 and both rules off this node whatever EC2 answered (the node is
+/// going away). Each step is skipped when already done, so a second call changes nothing.
+/// The caller holds `ip.lock`.
+pub async fn release(
+    cfg: &Cfg,
+    imds: &Imds,
+    ec2: anyhow::Result<&dyn Ec2>,
+    ec2_bound: Duration,
+) -> anyhow::Result<Vec<String>> {
+    let net = imds.network().await.context("release-ip: IMDS")?;
+    let given = match ec2 {
+        Ok(ec2) => tokio::time::timeout(ec2_bound, give_back(cfg, &net, ec2))
+            .await
+            .unwrap_or_else(|_| {
+                Err(anyhow!(
+                    "EC2 did not answer within {}s (ec2:DescribeNetworkInterfaces of the reserved ENI {} and this node's {}, then AssignPrivateIpAddresses)",
+                    ec2_bound.as_secs(),
+                    cfg.reserved_eni,
+                    net.interface_id
+                ))
+            }),
+        Err(e) => Err(e),
+    };
+    let local = remove_local(cfg, &net).await;
+    let mut actions: Vec<String> = given
+        .as_ref()
+        .ok()
+        .and_then(|a| a.clone())
+        .into_iter()
+        .collect();
+    let mut errors = Vec::new();
+    if let Err(e) = &given {
+        errors.push(format!("cannot give {} back: {e:#}", cfg.address));
+    }
+    match local {
+        Ok(a) => actions.extend(a),
+        Err(e) => errors.push(format!("cannot remove the /32 and rules: {e:#}")),
+    }
+    if errors.is_empty() {
+        Ok(actions)
+    } else {
+        for a in &actions {
+            tracing::info!(phase = "release-ip", outcome = "changed", "{a}");
+        }
+        Err(anyhow!("release-ip: {}", errors.join("; ")))
     }
 }
 

@@ -234,3 +234,85 @@ fn network_checks() {
         assert!(e.contains("AWS reserves"), "{reserved}: {e}");
     }
 }
+
+// release-ip: EC2 decides who holds the IP, IMDS only informs.
+
+#[tokio::test]
+async fn release_gives_back_only_what_ec2_shows_on_our_eni() {
+    let ec2 = FakeEc2::with(&[
+        ("eni-reserved00", &["172.31.9.9"]),
+        ("eni-master000", &["172.31.0.4", FIXED]),
+    ]);
+    let done = give_back(&cfg(), &net(&["172.31.0.4", FIXED]), &ec2)
+        .await
+        .unwrap();
+    assert!(done.is_some());
+    assert_eq!(ec2.holders(FIXED.parse().unwrap()), vec!["eni-reserved00"]);
+    let assigns: Vec<_> = ec2
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("Assign"))
+        .collect();
+    assert_eq!(
+        assigns,
+        vec![format!(
+            "AssignPrivateIpAddresses {FIXED} -> eni-reserved00 AllowReassignment=true"
+        )]
+    );
+}
+
+#[tokio::test]
+async fn release_never_pulls_the_ip_off_another_node_when_imds_lags() {
+    // Blue/green: the new cluster's master holds the IP in EC2; this node's IMDS still lists it.
+    let ec2 = FakeEc2::with(&[
+        ("eni-reserved00", &["172.31.9.9"]),
+        ("eni-master000", &["172.31.0.4"]),
+        ("eni-newmaster", &["172.31.0.7", FIXED]),
+    ]);
+    let done = give_back(&cfg(), &net(&["172.31.0.4", FIXED]), &ec2)
+        .await
+        .unwrap();
+    assert_eq!(done, None);
+    assert_eq!(ec2.holders(FIXED.parse().unwrap()), vec!["eni-newmaster"]);
+    assert!(
+        !ec2.calls().iter().any(|c| c.starts_with("Assign")),
+        "{:?}",
+        ec2.calls()
+    );
+}
+
+#[tokio::test]
+async fn release_trusts_ec2_when_imds_has_not_caught_up_with_our_assign() {
+    let ec2 = FakeEc2::with(&[
+        ("eni-reserved00", &["172.31.9.9"]),
+        ("eni-master000", &["172.31.0.4", FIXED]),
+    ]);
+    // IMDS does not list the IP yet (EC2 remaps asynchronously): EC2 says it is ours.
+    let done = give_back(&cfg(), &net(&["172.31.0.4"]), &ec2)
+        .await
+        .unwrap();
+    assert!(done.is_some());
+    assert_eq!(ec2.holders(FIXED.parse().unwrap()), vec!["eni-reserved00"]);
+}
+
+#[tokio::test]
+async fn release_of_an_ip_already_back_makes_no_assign() {
+    let ec2 = FakeEc2::with(&[
+        ("eni-reserved00", &["172.31.9.9", FIXED]),
+        ("eni-master000", &["172.31.0.4"]),
+    ]);
+    assert_eq!(give_back(&cfg(), &net(&[FIXED]), &ec2).await.unwrap(), None);
+    assert!(!ec2.calls().iter().any(|c| c.starts_with("Assign")));
+}
+
+#[tokio::test]
+async fn release_names_a_missing_reserved_eni() {
+    let ec2 = FakeEc2::with(&[("eni-master000", &["172.31.0.4", FIXED])]);
+    let e = give_back(&cfg(), &net(&[FIXED]), &ec2).await.unwrap_err();
+    let text = format!("{e:#}");
+    assert!(
+        text.contains("eni-reserved00") && text.contains("DescribeNetworkInterfaces"),
+        "{text}"
+    );
+    assert_eq!(ec2.holders(FIXED.parse().unwrap()), vec!["eni-master000"]);
+}

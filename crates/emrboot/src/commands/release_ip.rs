@@ -3,14 +3,22 @@ use crate::exit::{CmdResult, Exit};
 use emrboot_aws::sdk::Budget;
 use emrboot_aws::Aws;
 use emrboot_node::Imds;
+use emrboot_phases::ip_takeover;
+use emrboot_runner::StateDir;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// EMR gives each shutdown action 60 s; finish (or fail) well before it kills us.
 const BOUND: Duration = Duration::from_secs(50);
+/// How long to wait for a run's ip-takeover (or another release-ip) to let go of the IP. A
+/// run notices the request between any two of its steps; only an EC2 call in flight keeps it.
+const OWNER_WAIT: Duration = Duration::from_secs(20);
+/// Kept for the local cleanup once EC2 has had its share of the bound.
+const CLEANUP_RESERVE: Duration = Duration::from_secs(6);
 
 /// Gives the fixed IP back to the reserved ENI, from the config copy `run` kept unless told.
 pub async fn release_ip(g: &Global, src: Option<String>, not_on_reboot: bool) -> CmdResult {
+    let start = Instant::now();
     if not_on_reboot {
         // If systemd cannot be asked, releasing is the safe side: after a reboot the boot unit
         // takes the IP back; after a poweroff, an IP left on a dead ENI blocks the next master.
@@ -27,14 +35,12 @@ pub async fn release_ip(g: &Global, src: Option<String>, not_on_reboot: bool) ->
             Err(e) => tracing::warn!("cannot tell whether the node is rebooting ({e}); releasing"),
         }
     }
+    let state = StateDir::new(&g.state_dir);
+    // First of all, so that a run in progress never takes the IP after we gave it back.
+    stop_the_run(&state);
     let imds = Arc::new(Imds::from_env().with_deadline(Duration::from_secs(10)));
     let aws = Aws::new(imds.clone(), Budget::Shutdown);
-    let src = src.unwrap_or_else(|| {
-        emrboot_runner::StateDir::new(&g.state_dir)
-            .config_copy()
-            .display()
-            .to_string()
-    });
+    let src = src.unwrap_or_else(|| state.config_copy().display().to_string());
     let work = async {
         let loaded = crate::source::load(&aws, &src).await?;
         let Some(cfg) = loaded.config.ip_takeover else {
@@ -44,13 +50,35 @@ pub async fn release_ip(g: &Global, src: Option<String>, not_on_reboot: bool) ->
             );
             return Ok(None);
         };
-        let ec2 = aws.ec2().await.map_err(Exit::failed)?;
-        emrboot_phases::ip_takeover::release(&cfg, &imds, &ec2)
-            .await
-            .map(|actions| Some((cfg, actions)))
+        // One owner at a time: a run's ip-takeover or a second release-ip (EMR's shutdown
+        // action and the poweroff unit both run at termination) finishes its step first.
+        let owner = state.ip_lock(OWNER_WAIT);
+        let ec2 = match &owner {
+            Ok(_) => aws
+                .ec2()
+                .await
+                .map(|c| Box::new(c) as Box<dyn emrboot_aws::Ec2>)
+                .map_err(|e| anyhow::anyhow!("{e:#}")),
+            // The run holding it gives the IP back itself when its call returns (it saw our
+            // request); the local cleanup still happens now.
+            Err(e) => Err(anyhow::anyhow!(
+                "{e}; its run gives the IP back when its EC2 call returns"
+            )),
+        };
+        let ec2_bound = BOUND
+            .saturating_sub(start.elapsed())
+            .saturating_sub(CLEANUP_RESERVE)
+            .min(ip_takeover::RELEASE_EC2_BOUND);
+        let ec2 = ec2
+            .as_ref()
+            .map(|c| c.as_ref())
+            .map_err(|e| anyhow::anyhow!("{e:#}"));
+        let done = ip_takeover::release(&cfg, &imds, ec2, ec2_bound).await;
+        drop(owner);
+        done.map(|actions| Some((cfg, actions)))
             .map_err(|e| Exit::failed(format!("{e:#}")))
     };
-    let Some((cfg, actions)) = tokio::time::timeout(BOUND, work)
+    let Some((cfg, actions)) = tokio::time::timeout(BOUND.saturating_sub(start.elapsed()), work)
         .await
         .map_err(|_| Exit::failed(format!("release-ip: not done within {}s", BOUND.as_secs())))??
     else {
@@ -68,4 +96,46 @@ pub async fn release_ip(g: &Global, src: Option<String>, not_on_reboot: bool) ->
         tracing::info!(phase = "release-ip", outcome = "changed", "{a}");
     }
     Ok(0)
+}
+
+/// Leaves the release request and, if this call made it, asks the run in progress (if any) to
+/// stop now: SIGTERM ends a build step at once; a package transaction is left to finish.
+fn stop_the_run(state: &StateDir) {
+    if !state.path.is_dir() {
+        return; // no run ever started here
+    }
+    match state.request_release() {
+        Ok(true) => {}
+        Ok(false) => return, // another release-ip made it, and told the run
+        Err(e) => {
+            tracing::warn!(
+                "cannot leave the release request ({e}); a run in progress is still signalled"
+            );
+        }
+    }
+    let Some(pid) = state.lock_holder(emrboot_runner::state::LOCK) else {
+        return;
+    };
+    // The lock file names its holder; the name check guards against a stale pid.
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if !comm.trim().starts_with("emrboot") || pid == std::process::id() {
+        tracing::warn!(
+            "the run lock names pid {pid} ({}), not an emrboot run: not signalled",
+            comm.trim()
+        );
+        return;
+    }
+    let Ok(raw) = i32::try_from(pid) else {
+        return;
+    };
+    match nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(raw),
+        nix::sys::signal::Signal::SIGTERM,
+    ) {
+        Ok(()) => tracing::warn!(
+            phase = "release-ip",
+            "asked the run in progress (pid {pid}) to stop"
+        ),
+        Err(e) => tracing::warn!("cannot signal the run in progress (pid {pid}): {e}"),
+    }
 }

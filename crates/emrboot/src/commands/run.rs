@@ -9,6 +9,9 @@ use std::time::Duration;
 const LOCK_WAIT: Duration = Duration::from_secs(600);
 
 pub async fn run(g: &Global, src: &str, only: Option<Vec<PhaseName>>) -> CmdResult {
+    // Before anything else: a release-ip that comes after this moment stops this run, one that
+    // came before it is history (see emrboot_runner::ip_owner).
+    let release_seen = emrboot_runner::StateDir::new(&g.state_dir).release_flag_seen();
     // Before anything changes the node: from here a SIGTERM (systemd stopping the boot unit)
     // ends the run at a safe point instead of mid-step.
     emrboot_os::stop::install_handlers()
@@ -18,6 +21,13 @@ pub async fn run(g: &Global, src: &str, only: Option<Vec<PhaseName>>) -> CmdResu
     emrboot_os::command::set_supervisor(ctx.self_exe.clone());
     let _lock = ctx.state.lock(LOCK_WAIT).map_err(Exit::invalid)?;
     ctx.state.create().map_err(Exit::invalid)?;
+    if ctx
+        .state
+        .release_since(&release_seen)
+        .map_err(Exit::invalid)?
+    {
+        tracing::warn!("release-ip ran while this run waited to start: it stops before any phase");
+    }
     let phases = emrboot_phases::all();
     let opts = RunOptions {
         only,

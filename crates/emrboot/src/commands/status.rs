@@ -19,6 +19,17 @@ fn state(run: &RunRecord, dir: &StateDir) -> &'static str {
 /// Exit 0 when the last run succeeded; 1 when it failed, was interrupted, or there is none.
 pub fn status(g: &Global, json: bool) -> CmdResult {
     let state_dir = StateDir::new(&g.state_dir);
+    if let Some(why) = state_dir.unrecorded() {
+        let running = state_dir.is_locked();
+        let st = if running { "running" } else { "unknown" };
+        if json {
+            let v = serde_json::json!({ "state": st, "error": why, "phases": [] });
+            println!("{v:#}");
+        } else {
+            println!("last run: {st}: {why}");
+        }
+        return Ok(1);
+    }
     let Some(mut run) = state_dir.load_status().map_err(Exit::invalid)? else {
         println!("no run recorded in {}", g.state_dir.display());
         return Ok(1);
