@@ -109,6 +109,22 @@ def plan_lines(stdout):
     return header, phases
 
 
+def plan_json(node, *args):
+    """`emrboot [ARGS before plan] plan --config CFG --json` as parsed JSON: ARGS are the words
+    after `emrboot`, e.g. ("--root", root, "plan", "--config", cfg). Fails on no JSON."""
+    cp = node.run(*args, "--json")
+    assert_no_crash(cp)
+    try:
+        return cp.returncode, json.loads(cp.stdout)
+    except json.JSONDecodeError:
+        raise AssertionError(f"plan --json printed no JSON (exit {cp.returncode}):\n{cp.stdout}\n{cp.stderr}")
+
+
+def planned_actions(doc):
+    """{phase: [actions]} of a `plan --json` document, phases that would act only."""
+    return {p["phase"]: p["actions"] for p in doc["phases"] if p["result"] == "act"}
+
+
 def run_bounded(argv, env, timeout=60, prefix=(), preexec_fn=None, cwd=None, what=None):
     """Runs ARGV (emrboot's arguments) with PREFIX (a wrapper such as strace or setpriv) in
     front of the binary; output decoded with replacement, so bytes echoed from a hostile file

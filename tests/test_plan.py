@@ -5,7 +5,7 @@ import boto3
 import pytest
 
 import bench
-from helpers import PHASES, assert_no_crash, plan_lines, snapshot
+from helpers import PHASES, assert_no_crash, plan_json, plan_lines, snapshot
 
 SEOUL_LINK = "- link /etc/localtime -> /usr/share/zoneinfo/Asia/Seoul"
 
@@ -212,3 +212,40 @@ def test_plan_with_an_unknown_zone_is_exit_2(node, aws, config_file, scratch_roo
     assert cp.returncode == 2, cp.stdout + cp.stderr
     assert "Asia/Atlantis" in cp.stdout + cp.stderr
     assert not (scratch_root / "etc/localtime").exists()
+
+
+def test_plan_json_is_the_text_plan_as_data(node, aws, config_file, scratch_root):
+    for kind, role in (("master-ig", "MASTER"), ("core-ig", "CORE")):
+        n = node(kind)
+        cfg = config_file(full_config(aws))
+        text = plan(n, cfg, scratch_root)
+        rc, doc = plan_json(n, "--root", scratch_root, "plan", "--config", cfg)
+        assert rc == text.returncode, (rc, text.returncode)
+        assert doc["role"] == role and doc["instance_id"] in text.stdout, doc
+        assert [p["phase"] for p in doc["phases"]] == list(PHASES), doc
+        _, lines = plan_lines(text.stdout)
+        for p in doc["phases"]:
+            assert set(p) == {"phase", "required", "result", "actions", "skip_reason", "error"}, p
+            head, rest = lines[p["phase"]][0], [ln.strip()[2:] for ln in lines[p["phase"]][1:]]
+            assert p["actions"] == rest, (p, lines[p["phase"]])
+            if p["result"] == "skip":
+                assert head.endswith(f"skip: {p['skip_reason']}") and p["actions"] == [], (p, head)
+            elif p["result"] == "would-fail":
+                assert head.endswith(f"would fail: {p['error']}"), (p, head)
+            elif p["result"] == "converged":
+                assert head.endswith("nothing to do (converged)"), (p, head)
+            else:
+                assert p["result"] == "act" and p["actions"], p
+        if role == "CORE":
+            by = {p["phase"]: p for p in doc["phases"]}
+            assert by["ip-takeover"]["result"] == "skip" and "MASTER" in by["ip-takeover"]["skip_reason"], by
+
+
+def test_plan_json_of_a_converged_install(node, aws, config_file, scratch_root):
+    n = node("master-ig")
+    (scratch_root / "etc/localtime").symlink_to("/usr/share/zoneinfo/Asia/Seoul")
+    rc, doc = plan_json(n, "--root", scratch_root, "plan", "--config", config_file('[install]\ntimezone = "Asia/Seoul"\n'))
+    assert rc == 0, doc
+    install = doc["phases"][0]
+    assert (install["phase"], install["result"], install["actions"]) == ("install", "converged", []), doc
+    assert all(p["result"] == "skip" for p in doc["phases"][1:]), doc

@@ -10,6 +10,6 @@ pub mod status;
 
 pub use context::{Ctx, Node};
 pub use phase::{Phase, PhaseError, Precheck};
-pub use run::{plan, run, stop_reason, PlanReport, RunOptions, RunReport};
+pub use run::{plan, run, stop_reason, PlanEntry, PlanReport, RunOptions, RunReport};
 pub use state::StateDir;
 pub use status::{Outcome, PhaseRecord, RunRecord};

@@ -52,9 +52,17 @@ pub enum PlannedPhase {
     Error(String),
 }
 
+/// One phase of a plan.
+#[derive(Debug, Clone)]
+pub struct PlanEntry {
+    pub phase: PhaseName,
+    pub required: bool,
+    pub planned: PlannedPhase,
+}
+
 #[derive(Debug, Clone)]
 pub struct PlanReport {
-    pub phases: Vec<(PhaseName, bool, PlannedPhase)>,
+    pub phases: Vec<PlanEntry>,
     /// Set when some phase's config does not fit this node: `plan` then exits 2.
     pub invalid: bool,
 }
@@ -63,6 +71,7 @@ pub struct PlanReport {
 pub async fn plan(ctx: &Ctx, phases: &[Box<dyn Phase>], only: Option<&[PhaseName]>) -> PlanReport {
     let mut out = Vec::new();
     let mut invalid = false;
+    let mut listed = std::collections::HashSet::new();
     for name in PhaseName::ORDER {
         let required = ctx.config.common(name).is_none_or(|c| c.required);
         let planned = match (skip_reason(ctx, name, only), find(phases, name)) {
@@ -71,7 +80,15 @@ pub async fn plan(ctx: &Ctx, phases: &[Box<dyn Phase>], only: Option<&[PhaseName
             (None, Some(phase)) => match phase.check(ctx).await {
                 Ok(Precheck::Skip(reason)) => PlannedPhase::Skip(reason),
                 Ok(Precheck::Run) => match phase.plan(ctx).await {
-                    Ok(actions) => PlannedPhase::Actions(actions),
+                    // Phases share some steps (ip-takeover writes shutdown-hook's action before
+                    // it moves the IP): a step an earlier phase takes is done when a later one
+                    // looks, so it is listed once, where the run takes it.
+                    Ok(actions) => PlannedPhase::Actions(
+                        actions
+                            .into_iter()
+                            .filter(|a| listed.insert(a.clone()))
+                            .collect(),
+                    ),
                     Err(e) => PlannedPhase::Error(e.to_string()),
                 },
                 Err(e) => {
@@ -80,7 +97,11 @@ pub async fn plan(ctx: &Ctx, phases: &[Box<dyn Phase>], only: Option<&[PhaseName
                 }
             },
         };
-        out.push((name, required, planned));
+        out.push(PlanEntry {
+            phase: name,
+            required,
+            planned,
+        });
     }
     PlanReport {
         phases: out,

@@ -93,13 +93,16 @@ pub enum Command {
     },
     /// Show, for this node, the role and each phase's actions or why it is skipped; changes nothing
     #[command(
-        after_help = "Example:\n  emrboot plan --config s3://my-bucket/emr-config/emrboot.toml"
+        after_help = "Examples:\n  emrboot plan --config s3://my-bucket/emr-config/emrboot.toml\n  emrboot plan --config emrboot.toml --json | jq '.phases[] | select(.result == \"act\")'"
     )]
     Plan {
         #[command(flatten)]
         source: ConfigArg,
         #[command(flatten)]
         only: Only,
+        /// The plan as one JSON document (schema in the README)
+        #[arg(long)]
+        json: bool,
     },
     /// Check a config file; prints FILE:LINE:COL: message per error and exits 2 if any
     #[command(after_help = "Example:\n  emrboot validate emrboot.toml")]

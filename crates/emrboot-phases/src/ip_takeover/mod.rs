@@ -240,10 +240,7 @@ impl Phase for IpTakeover {
         actions.extend(shutdown_hook::ensure_action(ctx, true)?);
         if a.holder != Holder::Us {
             actions.push(assign_action(cfg, &a.net, &a.holder));
-            actions.push(format!(
-                "wait until IMDS lists {} on {}",
-                cfg.address, a.net.mac
-            ));
+            actions.push(imds_wait_action(cfg, &a.net));
         }
         if !Netlink::connect()?
             .has_address(&a.link, cfg.address, 32)
@@ -300,6 +297,7 @@ impl Phase for IpTakeover {
                 owned.stop_if_released().await?;
                 return Err(e.into());
             }
+            actions.push(imds_wait_action(cfg, &a.net));
         }
         owned.stop_if_released().await?;
         let nl = Netlink::connect()?;
@@ -332,6 +330,11 @@ impl Phase for IpTakeover {
         }
         Ok(actions)
     }
+}
+
+/// Recorded by apply as well as listed by plan, so that a run's record is its plan.
+fn imds_wait_action(cfg: &Cfg, net: &NetworkFacts) -> String {
+    format!("wait until IMDS lists {} on {}", cfg.address, net.mac)
 }
 
 fn log_changed(actions: &[String]) {

@@ -24,8 +24,10 @@ pub async fn dispatch(cli: Cli) -> CmdResult {
             source,
             only,
             dry_run: true,
+        } => plan::plan(&g, &source.config, only.only, false).await,
+        Command::Plan { source, only, json } => {
+            plan::plan(&g, &source.config, only.only, json).await
         }
-        | Command::Plan { source, only } => plan::plan(&g, &source.config, only.only).await,
         Command::Run { source, only, .. } => run::run(&g, &source.config, only.only).await,
         Command::Validate { file } => validate::validate(&file),
         Command::Role => role::role(&g).await,
