@@ -416,3 +416,18 @@ def test_pip_then_sources_then_time_zone(src, tmp_path):
     assert os.readlink(root / "etc/localtime") == "/usr/share/zoneinfo/Asia/Seoul"
     assert (target / "ebtestpkg/__init__.py").is_file()
     assert_demo_installed(root)
+
+
+def test_plan_leaves_a_dead_runs_work_dir_and_run_sweeps_it(src):
+    """plan changes nothing, not even debris: a killed run's work dir is swept by the next run."""
+    import subprocess
+    n = src.node()
+    cfg = src.config(cache=False)
+    p = subprocess.Popen(["true"])
+    p.wait()  # its pid is now a dead run's
+    work = n.state_dir / "install" / f"work-demo-{p.pid}"
+    (work / "tree").mkdir(parents=True)
+    src.plan(n, cfg)
+    assert work.is_dir(), "plan deleted a work dir"
+    src.run(n, cfg)
+    assert not work.exists(), "run left the dead run's work dir"

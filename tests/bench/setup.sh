@@ -16,6 +16,8 @@ BENCH_APT_PACKAGES+=(debootstrap time)
 # strace: the crash tests kill emrboot at chosen syscalls (strace -e inject=...:signal=KILL);
 # file, rpm, qemu-user-static, systemd: the packaging tests (rpm -qlp, the aarch64 binary, verify).
 BENCH_APT_PACKAGES+=(strace file rpm qemu-user-static systemd cpio)
+# chromium: the cluster view's HTML page is rendered in a real headless browser (tests/test_cluster.py).
+BENCH_APT_PACKAGES+=(chromium)
 BENCH_APT_PACKAGES+=(${BENCH_APT_EXTRA:-})
 
 export DEBIAN_FRONTEND=noninteractive

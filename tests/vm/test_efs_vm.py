@@ -56,6 +56,7 @@ echo "MOUNTINFO: $(grep ' {MP} ' /proc/self/mountinfo)"
 printf 'written in the guest\\n' > {MP}/from-guest.txt || echo "WRITE FAILED"
 emrboot run --config /etc/emrboot.toml --only efs-mount; echo "RUN2=$?"
 echo "STATUS-BEGIN"; emrboot status --json; echo "STATUS-END"
+echo "PLAN-BEGIN"; emrboot plan --config /etc/emrboot.toml --only efs-mount --json 2>/dev/null; echo "PLAN-END"
 echo "FSTAB-BEGIN"; cat /etc/fstab; echo "FSTAB-END"
 echo "MOUNTS: $(grep -c ' {MP} ' /proc/mounts)"
 exit 0
@@ -95,6 +96,10 @@ def test_efs_mount_in_a_real_kernel_then_a_second_run_skips(vmkit, imds, aws, st
     status = json.loads(section(res.console, "STATUS"))
     efs = [p for p in status["phases"] if p["phase"] == "efs-mount"][0]
     assert efs["outcome"] == "unchanged", efs
+    # ...and plan on the converged node lists nothing, not even a conditional chown.
+    plan = json.loads(section(res.console, "PLAN"))
+    planned = [p for p in plan["phases"] if p["phase"] == "efs-mount"][0]
+    assert (planned["result"], planned["actions"]) == ("converged", []), planned
     assert "MOUNTS: 1" in res.console, res
     # fstab: the rest kept byte for byte, one managed line.
     fstab = section(res.console, "FSTAB")

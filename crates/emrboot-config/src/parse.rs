@@ -39,8 +39,38 @@ pub(crate) fn config(w: &mut Walker<'_>, root: &Item) -> Config {
             .table(&f.path, f.item, f.span.clone())
             .and_then(|t| ip_takeover(w, t));
     }
+    if let Some(f) = top.field("report") {
+        cfg.report = w
+            .table(&f.path, f.item, f.span.clone())
+            .and_then(|t| report(w, t));
+    }
     w.finish(top);
     cfg
+}
+
+fn report(w: &mut Walker<'_>, t: TableReader<'_>) -> Option<Report> {
+    let (bucket, mut prefix) = s3_only_table(w, t, "report")?;
+    // "s3://b/reports" and "s3://b/reports/" name the same place.
+    if !prefix.is_empty() && !prefix.ends_with('/') {
+        prefix.push('/');
+    }
+    Some(Report { bucket, prefix })
+}
+
+/// A table whose one key is a required `s3 = "s3://bucket/prefix"` (install.cache, report).
+fn s3_only_table(
+    w: &mut Walker<'_>,
+    mut t: TableReader<'_>,
+    name: &str,
+) -> Option<(String, String)> {
+    let span = t.span();
+    let s3 = t.field("s3").and_then(|f| checked(w, &f, values::s3_url));
+    let missing = s3.is_none() && t.field("s3").is_none();
+    w.finish(t);
+    if missing {
+        w.error(span, format!("`{name}.s3` is required"));
+    }
+    s3
 }
 
 fn common(w: &mut Walker<'_>, t: &mut TableReader<'_>, default_roles: &[Role]) -> Common {
@@ -228,15 +258,8 @@ fn source_builds(w: &mut Walker<'_>, f: &Field<'_>, allow_http: bool) -> Vec<Sou
     out
 }
 
-fn build_cache(w: &mut Walker<'_>, mut t: TableReader<'_>) -> Option<BuildCache> {
-    let span = t.span();
-    let s3 = t.field("s3").and_then(|f| checked(w, &f, values::s3_url));
-    let missing = s3.is_none() && t.field("s3").is_none();
-    w.finish(t);
-    if missing {
-        w.error(span, "`install.cache.s3` is required");
-    }
-    let (bucket, prefix) = s3?;
+fn build_cache(w: &mut Walker<'_>, t: TableReader<'_>) -> Option<BuildCache> {
+    let (bucket, prefix) = s3_only_table(w, t, "install.cache")?;
     Some(BuildCache { bucket, prefix })
 }
 

@@ -21,6 +21,15 @@ pub struct Config {
     pub tags: Option<Tags>,
     pub efs: Option<Efs>,
     pub ip_takeover: Option<IpTakeover>,
+    pub report: Option<Report>,
+}
+
+/// `[report]`: where each node publishes its run record for `emrboot cluster`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub bucket: String,
+    /// Empty, or ending in `/`: records go under `<prefix><cluster-id>/nodes/`.
+    pub prefix: String,
 }
 
 /// Where a file comes from: a node-local path, S3, or a web server.

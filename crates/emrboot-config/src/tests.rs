@@ -207,3 +207,22 @@ fn empty_roles_are_an_error() {
         "{e:?}"
     );
 }
+
+#[test]
+fn the_report_table_is_an_s3_prefix() {
+    let text = "[tags]\n[report]\ns3 = \"s3://my-bucket/emr-reports\"\n";
+    let r = parse("c.toml", text).unwrap().report.unwrap();
+    assert_eq!(
+        (r.bucket.as_str(), r.prefix.as_str()),
+        ("my-bucket", "emr-reports/")
+    );
+    let e = errors("[tags]\n[report]\ns3 = \"https://x/y\"\n");
+    assert!(e.iter().any(|l| l.starts_with("c.toml:3:")), "{e:?}");
+    let e = errors("[tags]\n[report]\n");
+    assert!(
+        e.iter().any(|l| l.contains("`report.s3` is required")),
+        "{e:?}"
+    );
+    let e = errors("[tags]\n[report]\ns3 = \"s3://my-bucket/r/\"\nbucket = 1\n");
+    assert!(e.iter().any(|l| l.starts_with("c.toml:4:")), "{e:?}");
+}

@@ -149,6 +149,14 @@ impl EfsMount {
     }
 
     /// Whether our file system is mounted there; an error when something else is.
+    /// Whether the mount point is already owned by OWNER (`user:group`).
+    fn owned_by(mp: &std::path::Path, owner: &str) -> Result<bool, PhaseError> {
+        use std::os::unix::fs::MetadataExt;
+        let (uid, gid) = owner_ids(owner)?;
+        let meta = std::fs::metadata(mp).with_context(|| format!("stat {}", mp.display()))?;
+        Ok((meta.uid(), meta.gid()) == (uid, gid))
+    }
+
     fn mounted(&self, ctx: &Ctx, cfg: &Efs, t: &Target) -> Result<bool, PhaseError> {
         let mp = Self::mount_point(ctx, cfg);
         match mount::mounted_at(&mp).context("read /proc/self/mountinfo")? {
@@ -231,7 +239,8 @@ impl Phase for EfsMount {
         let t = self.target(ctx).await?;
         let mp = Self::mount_point(ctx, cfg);
         let mut a = Vec::new();
-        if !self.mounted(ctx, cfg, t)? {
+        let mounted = self.mounted(ctx, cfg, t)?;
+        if !mounted {
             let via = if t.fallback {
                 format!(" (mount target IP: {} does not resolve)", t.name)
             } else {
@@ -246,7 +255,15 @@ impl Phase for EfsMount {
             ));
         }
         if let Some(o) = &cfg.owner {
-            a.push(format!("chown {o} {} (if not already)", mp.display()));
+            if !mounted {
+                // Who owns the file system's root is known only once it is mounted.
+                a.push(format!(
+                    "chown {o} {} (if the mounted root differs)",
+                    mp.display()
+                ));
+            } else if !Self::owned_by(&mp, o)? {
+                a.push(format!("chown {o} {}", mp.display()));
+            }
         }
         if Self::fstab_changes(ctx, cfg, t) {
             a.push(format!(
@@ -284,10 +301,8 @@ impl Phase for EfsMount {
             );
         }
         if let Some(o) = &cfg.owner {
-            use std::os::unix::fs::MetadataExt;
-            let (uid, gid) = owner_ids(o)?;
-            let meta = std::fs::metadata(&mp).with_context(|| format!("stat {}", mp.display()))?;
-            if (meta.uid(), meta.gid()) != (uid, gid) {
+            if !Self::owned_by(&mp, o)? {
+                let (uid, gid) = owner_ids(o)?;
                 std::os::unix::fs::chown(&mp, Some(uid), Some(gid))
                     .with_context(|| format!("chown {o} {}", mp.display()))?;
                 a.push(format!("chown {o} {}", mp.display()));

@@ -12,16 +12,21 @@ pub mod per_boot;
 pub mod shutdown_hook;
 pub mod tag;
 
+use emrboot_config::PhaseName;
 use emrboot_runner::Phase;
 
-/// Every phase that is built. A phase of the schema missing here fails loudly as
-/// "not implemented" when selected: the runner never pretends it succeeded.
+/// The phase for NAME: a `match`, so a new `PhaseName` is a compile error until it is wired here.
+pub fn phase(name: PhaseName) -> Box<dyn Phase> {
+    match name {
+        PhaseName::Install => Box::new(install::Install),
+        PhaseName::Tag => Box::new(tag::Tag),
+        PhaseName::EfsMount => Box::new(efs_mount::EfsMount::default()),
+        PhaseName::IpTakeover => Box::new(ip_takeover::IpTakeover::default()),
+        PhaseName::ShutdownHook => Box::new(shutdown_hook::ShutdownHook),
+    }
+}
+
+/// Every phase, in `PhaseName::ORDER` (the one place the order is written).
 pub fn all() -> Vec<Box<dyn Phase>> {
-    vec![
-        Box::new(install::Install),
-        Box::new(tag::Tag),
-        Box::new(efs_mount::EfsMount::default()),
-        Box::new(ip_takeover::IpTakeover::default()),
-        Box::new(shutdown_hook::ShutdownHook),
-    ]
+    PhaseName::ORDER.into_iter().map(phase).collect()
 }

@@ -5,6 +5,7 @@ pub mod context;
 pub mod ip_owner;
 pub mod phase;
 pub mod run;
+pub mod sink;
 pub mod state;
 pub mod status;
 

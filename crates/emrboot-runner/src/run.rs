@@ -9,8 +9,10 @@ use emrboot_config::PhaseName;
 use emrboot_os::stop;
 use std::time::Instant;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct RunOptions {
+    /// Where the record also goes as it changes (`[report]`), if anywhere.
+    pub sink: Option<std::sync::Arc<dyn crate::sink::RecordSink>>,
     /// `--only`: run just these phases (still in the fixed order).
     pub only: Option<Vec<PhaseName>>,
     /// Where the config came from, for the status record.
@@ -118,7 +120,14 @@ pub struct RunReport {
 }
 
 /// Saves the status; a state dir that cannot be written is logged, not fatal to the node's work.
-fn save(ctx: &Ctx, record: &RunRecord) {
+/// Published first (best effort, bounded by the sink), so that the saved status shows a
+/// failure to publish.
+async fn save(ctx: &Ctx, opts: &RunOptions, record: &mut RunRecord) {
+    if let Some(sink) = &opts.sink {
+        if let Some(e) = sink.publish(record).await {
+            record.report_error.get_or_insert(e);
+        }
+    }
     if let Err(e) = ctx.state.save_status(record) {
         tracing::error!(error = %e, "cannot write the status file; `status` will report this run as unrecorded");
         if let Err(e2) = ctx.state.mark_unrecorded(&e.to_string()) {
@@ -137,6 +146,7 @@ pub async fn run(ctx: &Ctx, phases: &[Box<dyn Phase>], opts: &RunOptions) -> Run
         config: opts.config_source.clone(),
         exit_code: None,
         phases: Vec::new(),
+        report_error: None,
     };
     let mut selected = Vec::new();
     for name in PhaseName::ORDER {
@@ -166,7 +176,7 @@ pub async fn run(ctx: &Ctx, phases: &[Box<dyn Phase>], opts: &RunOptions) -> Run
         }
     }
 
-    save(ctx, &record);
+    save(ctx, opts, &mut record).await;
     // Check every selected phase before any of them changes the node. A config or environment
     // error (Invalid) ends the run here, untouched; any other failure of a check (a phase not
     // built, IMDS down) fails that phase in its turn, after the phases before it have run.
@@ -202,13 +212,13 @@ pub async fn run(ctx: &Ctx, phases: &[Box<dyn Phase>], opts: &RunOptions) -> Run
     }
     if invalid {
         let unchecked = queue.iter().map(|(i, _)| *i);
-        return finish(ctx, record, 2, unchecked, CHECKS_FAILED);
+        return finish(ctx, opts, record, 2, unchecked, CHECKS_FAILED).await;
     }
     if let Some(text) = &opts.keep_config {
         if let Err(e) = ctx.state.save_config(text) {
             tracing::error!(error = %e, "cannot keep the config copy");
             let all = queue.iter().map(|(i, _)| *i);
-            return finish(ctx, record, 2, all, CHECKS_FAILED);
+            return finish(ctx, opts, record, 2, all, CHECKS_FAILED).await;
         }
     }
 
@@ -222,11 +232,11 @@ pub async fn run(ctx: &Ctx, phases: &[Box<dyn Phase>], opts: &RunOptions) -> Run
             rec.outcome = Outcome::Interrupted;
             rec.error = Some(format!("not started: {why}"));
             tracing::warn!(phase = %name, outcome = "interrupted", "stopping before this phase");
-            return finish(ctx, record, 1, rest, STOPPED);
+            return finish(ctx, opts, record, 1, rest, STOPPED).await;
         }
         record.phases[i].outcome = Outcome::Running;
         record.phases[i].started_at = Some(now_rfc3339());
-        save(ctx, &record);
+        save(ctx, opts, &mut record).await;
         let start = Instant::now();
         let result = match phase {
             Ok(phase) => phase.apply(ctx).await.map_err(|e| e.to_string()),
@@ -259,21 +269,21 @@ pub async fn run(ctx: &Ctx, phases: &[Box<dyn Phase>], opts: &RunOptions) -> Run
                 tracing::warn!(phase = %name, outcome = "interrupted", "{e}");
                 rec.outcome = Outcome::Interrupted;
                 rec.error = Some(e);
-                return finish(ctx, record, 1, rest, STOPPED);
+                return finish(ctx, opts, record, 1, rest, STOPPED).await;
             }
             Err(e) => {
                 tracing::error!(phase = %name, outcome = "failed", required = rec.required, "{e}");
                 rec.outcome = Outcome::Failed;
                 rec.error = Some(e);
                 if rec.required {
-                    return finish(ctx, record, 1, rest, FAILED_BEFORE);
+                    return finish(ctx, opts, record, 1, rest, FAILED_BEFORE).await;
                 }
             }
         }
         // The phase's end, so that a run killed before the next one starts shows it finished.
-        save(ctx, &record);
+        save(ctx, opts, &mut record).await;
     }
-    finish(ctx, record, 0, std::iter::empty(), "")
+    finish(ctx, opts, record, 0, std::iter::empty(), "").await
 }
 
 const CHECKS_FAILED: &str = "the checks found a config or environment error; nothing was changed";
@@ -291,8 +301,9 @@ pub fn stop_reason(ctx: &Ctx) -> Option<String> {
         .then(|| "release-ip asked this run to stop (the fixed IP is being given back)".into())
 }
 
-fn finish(
+async fn finish(
     ctx: &Ctx,
+    opts: &RunOptions,
     mut record: RunRecord,
     exit_code: i32,
     not_run: impl Iterator<Item = usize>,
@@ -304,6 +315,6 @@ fn finish(
     }
     record.finished_at = Some(now_rfc3339());
     record.exit_code = Some(exit_code);
-    save(ctx, &record);
+    save(ctx, opts, &mut record).await;
     RunReport { exit_code, record }
 }

@@ -69,6 +69,9 @@ pub struct RunRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
     pub phases: Vec<PhaseRecord>,
+    /// The first failure to publish this record (`[report]`); the run's outcome is unaffected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_error: Option<String>,
 }
 
 pub fn now_rfc3339() -> String {

@@ -131,6 +131,11 @@ pub enum Command {
         #[arg(long)]
         not_on_reboot: bool,
     },
+    /// Every node's last published record for one cluster ([report]): a table and a summary
+    #[command(
+        after_help = "Examples:\n  emrboot cluster                      # on a node: job-flow.json and the kept config\n  emrboot cluster --cluster-id j-2AO77MNLG17NW --report s3://my-bucket/emr-reports/ --json\n  emrboot cluster --wait --timeout 1800 --expect 20\n  emrboot cluster --html bootstrap.html"
+    )]
+    Cluster(ClusterArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     #[command(
         after_help = "Example:\n  emrboot completions bash > /etc/bash_completion.d/emrboot"
@@ -139,6 +144,34 @@ pub enum Command {
     /// Print the man page (roff)
     #[command(after_help = "Example:\n  emrboot man | gzip > /usr/share/man/man1/emrboot.1.gz")]
     Man,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ClusterArgs {
+    /// The cluster (j-…); on a node, job-flow.json's jobFlowId
+    #[arg(long, value_name = "J")]
+    pub cluster_id: Option<String>,
+    /// Where the nodes publish (s3://bucket/prefix/); on a node, [report] of the kept config
+    #[arg(long, value_name = "S3URL")]
+    pub report: Option<String>,
+    /// The table and summary as one JSON document (schema in the README)
+    #[arg(long)]
+    pub json: bool,
+    /// Block until every reported node has finished: exit 0 all succeeded, 1 any failed, 2 timeout
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after S seconds
+    #[arg(long, value_name = "S", default_value_t = 3600, requires = "wait")]
+    pub timeout: u64,
+    /// With --wait: also wait until at least N nodes have reported
+    #[arg(long, value_name = "N", requires = "wait")]
+    pub expect: Option<usize>,
+    /// Also write a self-contained HTML page with the summary and a timeline
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// A running node with no update for this long is shown "lost"
+    #[arg(long, value_name = "S", default_value_t = 900)]
+    pub lost_after: u64,
 }
 
 #[derive(Args, Debug, Clone)]

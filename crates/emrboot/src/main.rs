@@ -5,6 +5,7 @@ mod commands;
 mod exit;
 mod logging;
 mod node;
+mod report;
 mod source;
 
 use clap::Parser;

@@ -69,9 +69,7 @@ pub(super) async fn plan(
     cache: Option<&BuildCache>,
 ) -> Result<Vec<String>, PhaseError> {
     let n = names(ctx, src, cache);
-    // A run killed mid-build leaves its work dir (tarball, tree, staging); it is of no use.
-    let prefix = format!("work-{}-", src.name);
-    emrboot_os::atomic::sweep_dead(&install_dir(ctx), &prefix);
+    // plan changes nothing: a dead run's work dir is swept by apply, not here.
     if marker(ctx, &n.marker).is_file() {
         return Ok(Vec::new());
     }

@@ -1,5 +1,6 @@
 //! One module per command; `dispatch` maps the parsed command line onto them.
 
+mod cluster;
 mod docs;
 mod plan;
 mod release_ip;
@@ -36,6 +37,7 @@ pub async fn dispatch(cli: Cli) -> CmdResult {
             config,
             not_on_reboot,
         } => release_ip::release_ip(&g, config, not_on_reboot).await,
+        Command::Cluster(args) => cluster::cluster(&g, args).await,
         Command::Completions { shell } => docs::completions(shell),
         Command::Man => docs::man(),
     }

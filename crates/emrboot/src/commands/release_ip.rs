@@ -41,8 +41,14 @@ pub async fn release_ip(g: &Global, src: Option<String>, not_on_reboot: bool) ->
     let imds = Arc::new(Imds::from_env().with_deadline(Duration::from_secs(10)));
     let aws = Aws::new(imds.clone(), Budget::Shutdown);
     let src = src.unwrap_or_else(|| state.config_copy().display().to_string());
+    let mut report = None;
     let work = async {
         let loaded = crate::source::load(&aws, &src).await?;
+        report = loaded
+            .config
+            .report
+            .clone()
+            .map(|r| (r, loaded.text.clone()));
         let Some(cfg) = loaded.config.ip_takeover else {
             println!(
                 "{} has no [ip_takeover] table: nothing to release",
@@ -78,10 +84,22 @@ pub async fn release_ip(g: &Global, src: Option<String>, not_on_reboot: bool) ->
         done.map(|actions| Some((cfg, actions)))
             .map_err(|e| Exit::failed(format!("{e:#}")))
     };
-    let Some((cfg, actions)) = tokio::time::timeout(BOUND.saturating_sub(start.elapsed()), work)
+    let done = tokio::time::timeout(BOUND.saturating_sub(start.elapsed()), work)
         .await
-        .map_err(|_| Exit::failed(format!("release-ip: not done within {}s", BOUND.as_secs())))??
-    else {
+        .map_err(|_| Exit::failed(format!("release-ip: not done within {}s", BOUND.as_secs())))
+        .and_then(|r| r);
+    if let Some((r, text)) = &report {
+        if start.elapsed() + crate::report::publish::BUDGET + CLEANUP_RESERVE > BOUND {
+            tracing::warn!("no time left to publish this node's record");
+        } else {
+            let outcome = match &done {
+                Ok(_) => (0, None),
+                Err(e) => (e.code, Some(e.message.clone())),
+            };
+            publish(g, &state, &imds, &aws, r, text, outcome).await;
+        }
+    }
+    let Some((cfg, actions)) = done? else {
         return Ok(0);
     };
     if actions.is_empty() {
@@ -96,6 +114,38 @@ pub async fn release_ip(g: &Global, src: Option<String>, not_on_reboot: bool) ->
         tracing::info!(phase = "release-ip", outcome = "changed", "{a}");
     }
     Ok(0)
+}
+
+/// What release-ip did, onto this node's published record (best effort, inside the 50 s).
+async fn publish(
+    g: &Global,
+    state: &StateDir,
+    imds: &Imds,
+    aws: &Aws,
+    report: &emrboot_config::Report,
+    text: &str,
+    (code, error): (i32, Option<String>),
+) {
+    let last = state.load_status().ok().flatten();
+    let Ok(info) = crate::node::load_info(g.info_dir.clone()) else {
+        return;
+    };
+    let instance_id = match &last {
+        Some(r) => r.instance_id.clone(),
+        None => match imds.instance_id().await {
+            Ok(id) => id,
+            Err(_) => return,
+        },
+    };
+    let role = last.as_ref().map(|r| r.role.clone()).unwrap_or_default();
+    let who = crate::report::publish::Who {
+        info: &info,
+        instance_id: &instance_id,
+        role: &role,
+    };
+    let facts = crate::report::publish::facts(&who, imds, text).await;
+    let p = crate::report::Publisher::new(report, facts, aws, g.log_file.clone()).await;
+    p.publish_release(last, code, error).await;
 }
 
 /// Leaves the release request and, if this call made it, asks the run in progress (if any) to

@@ -29,7 +29,11 @@ pub async fn run(g: &Global, src: &str, only: Option<Vec<PhaseName>>) -> CmdResu
         tracing::warn!("release-ip ran while this run waited to start: it stops before any phase");
     }
     let phases = emrboot_phases::all();
+    let sink = crate::report::Publisher::for_node(&ctx, &text, g.log_file.clone())
+        .await
+        .map(|p| std::sync::Arc::new(p) as std::sync::Arc<dyn emrboot_runner::sink::RecordSink>);
     let opts = RunOptions {
+        sink,
         only,
         config_source: source,
         // Kept for release-ip and the boot unit, which must work without S3.

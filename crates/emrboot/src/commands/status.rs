@@ -76,6 +76,9 @@ pub fn status(g: &Global, json: bool) -> CmdResult {
                 dur
             );
         }
+        if let Some(e) = &run.report_error {
+            println!("report: not published: {e}");
+        }
     }
     Ok(if st == "ok" { 0 } else { 1 })
 }

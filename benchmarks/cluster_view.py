@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""Benchmark: `emrboot cluster --json` over N synthetic node records in moto S3 (issue 14's cost
+target: 1,000 records listed and fetched in under 2 s against moto). The records are the schema
+the nodes publish (tests/bench/cluster_records.py); the binary lists them with paginated
+ListObjectsV2 (1,000 keys a page) and fetches them with 32 GETs in flight.
+
+    .bench/venv/bin/python benchmarks/cluster_view.py [--nodes 1000] [--rounds 5]
+
+Reports the median and max wall time of --rounds runs, with --html too. The binary: $EMRBOOT_BIN,
+else target/release/emrboot if it exists, else target/debug/emrboot.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests" / "bench"))
+import bench  # noqa: E402
+import cluster_records  # noqa: E402
+
+
+def binary():
+    if os.environ.get("EMRBOOT_BIN"):
+        return Path(os.environ["EMRBOOT_BIN"])
+    rel = REPO / "target" / "release" / "emrboot"
+    return rel if rel.is_file() else REPO / "target" / "debug" / "emrboot"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--nodes", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=5)
+    a = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="emrboot-cluster-bench-"))
+    moto = bench.start_moto(work / "moto")
+    try:
+        facts = bench.seed(moto.url)
+        s3 = bench._clients(moto.url, bench.REGION)[1]
+        t = time.monotonic()
+        cluster_records.put_records(s3, facts["bucket"], "r/", bench.JOB_FLOW_ID, a.nodes, failed={1}, running={2})
+        print(f"wrote {a.nodes} records in {time.monotonic() - t:.1f} s")
+        env = bench.node_env(moto, "http://127.0.0.1:9", work / "info", work / "state")
+        argv = [str(binary()), "cluster", "--cluster-id", bench.JOB_FLOW_ID, "--report", f"s3://{facts['bucket']}/r/"]
+        for label, extra in (("--json", ["--json"]), ("--json --html", ["--json", "--html", str(work / "c.html")])):
+            times = []
+            for _ in range(a.rounds):
+                t = time.monotonic()
+                cp = subprocess.run(argv + extra, env=env, capture_output=True, text=True, timeout=300)
+                times.append(time.monotonic() - t)
+                assert cp.returncode == 0, cp.stderr
+                assert len(json.loads(cp.stdout)["nodes"]) == a.nodes
+            print(f"cluster {label}: {a.nodes} records: median {statistics.median(times):.2f} s, "
+                  f"max {max(times):.2f} s over {a.rounds} runs ({binary()})")
+    finally:
+        moto.stop()
+
+
+if __name__ == "__main__":
+    main()
