@@ -327,3 +327,15 @@ def test_release_ip_publishes_over_the_runs_record(sim, aws):
     rec = by[n.instance_id]["record"]
     assert rec["release"]["exit_code"] == 0 and rec["run"]["exit_code"] == 0, rec
     assert by[n.instance_id]["state"] == "ok" and by[n.instance_id]["released"] is True
+
+
+def test_on_a_node_cluster_needs_no_flags(sim, aws):
+    """The cluster id from job-flow.json, the report location from the config copy run kept."""
+    n = sim("master", "master-ig", aws["master"]["instance_id"])
+    assert n.run("run", "--config", n.config).returncode == 0
+    cp = n.run("cluster", "--json")
+    assert cp.returncode == 0, cp.stderr
+    doc = json.loads(cp.stdout)
+    assert doc["cluster_id"] == bench.JOB_FLOW_ID and [x["instance_id"] for x in doc["nodes"]] == [n.instance_id]
+    bad = n.run("cluster", "--cluster-id", "not-a-cluster")
+    assert bad.returncode == 2 and "--cluster-id" in bad.stderr, bad.stderr
