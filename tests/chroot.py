@@ -120,8 +120,9 @@ class Chroot:
         self.mounted = []
 
     @classmethod
-    def create(cls, root):
-        tarball = ensure_tarball()
+    def create(cls, root, tarball=None):
+        """A fresh copy of TARBALL (default: the Debian minbase tree) at ROOT."""
+        tarball = tarball or ensure_tarball()
         self = cls(root)
         self.root.mkdir(parents=True)
         try:
@@ -230,6 +231,18 @@ class ChrootNode:
 
     def emrboot(self, *args, timeout=900):
         return self.chroot.run([self.BIN, *args], env=self.env, timeout=timeout)
+
+    def run(self, *args, timeout=900):
+        """emrboot ARGS, as conftest's Node.run has it (so helpers.status_json and plan_json
+        take either node)."""
+        return self.emrboot(*args, timeout=timeout)
+
+    def popen(self, *args, extra_env=None):
+        """emrboot ARGS started in the background (text pipes for stdout and stderr)."""
+        return subprocess.Popen(["chroot", str(self.root), self.BIN, *map(str, args)],
+                                env={**self.env, **(extra_env or {})}, text=True,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, cwd="/")
 
     def sh(self, script, timeout=120):
         return self.chroot.sh(script, timeout=timeout)

@@ -124,19 +124,16 @@ def netbench(moto, aws, tmp_path):
     nb.close()
 
 
-@pytest.fixture
-def debian_node(moto, aws, imds, tmp_path):
-    """A real Debian node (tests/chroot.py): a fresh bookworm minbase chroot with emrboot at
-    /usr/local/bin/emrboot and the seeded master's info files; a chroot.ChrootNode (.root,
-    .chroot, .env, .emrboot(*args), .sh(script), .write(path, text), .log_file). The minbase
-    tarball is made once with debootstrap (cached in .bench/): when that is impossible the test
-    fails and says why. /proc is unmounted after the test, even on failure."""
+def _chroot_node(tmp_path, name, tarball_of, moto, imds, aws):
+    """A chroot.ChrootNode on a fresh copy of the tree TARBALL_OF() makes (cached in .bench/):
+    when that is impossible the test fails and says why. Every mount is undone after the test,
+    even on failure."""
     import chroot
 
     try:
-        ch = chroot.Chroot.create(tmp_path / "debian")
+        ch = chroot.Chroot.create(tmp_path / name, tarball=tarball_of())
     except chroot.ChrootError as e:
-        pytest.fail(f"cannot make the Debian chroot: {e}", pytrace=False)
+        pytest.fail(f"cannot make the {name} chroot: {e}", pytrace=False)
     try:
         try:
             n = chroot.ChrootNode(ch, moto, imds, aws)
@@ -146,6 +143,26 @@ def debian_node(moto, aws, imds, tmp_path):
     finally:
         ch.close()
     assert not chroot.mounts_under(tmp_path), "a mount was left behind"
+
+
+@pytest.fixture
+def debian_node(moto, aws, imds, tmp_path):
+    """A real Debian node (tests/chroot.py): a fresh bookworm minbase chroot with emrboot at
+    /usr/local/bin/emrboot and the seeded master's info files; a chroot.ChrootNode (.root,
+    .chroot, .env, .run(*args), .sh(script), .write(path, text), .log_file). The minbase
+    tarball is made once with debootstrap (cached in .bench/)."""
+    import chroot
+
+    yield from _chroot_node(tmp_path, "debian", chroot.ensure_tarball, moto, imds, aws)
+
+
+@pytest.fixture
+def al2023_node(moto, aws, imds, tmp_path):
+    """An Amazon Linux 2023 stand-in node (tests/al2023.py): Debian's dnf 4.14 and rpm 4.18 in a
+    chroot set up like AL2023, one local file:// repo of tiny rpms; otherwise as debian_node."""
+    import al2023
+
+    yield from _chroot_node(tmp_path, "al2023", al2023.ensure_tarball, moto, imds, aws)
 
 
 @pytest.fixture

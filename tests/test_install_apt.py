@@ -86,7 +86,9 @@ def test_installs_a_missing_package_in_one_transaction_and_skips_it_next_time(de
     assert_no_crash(cp)
     assert cp.returncode == 0, cp.stdout + cp.stderr
     _, phases = plan_lines(cp.stdout)
-    assert "     - apt-get install: hello" in phases["install"], cp.stdout
+    planned = [ln.strip()[2:] for ln in phases["install"][1:]]
+    assert len(planned) == 2 and planned[0].startswith("apt-get update"), cp.stdout
+    assert planned[1].startswith("apt-get install") and planned[1].endswith(" hello"), cp.stdout
     assert apt_calls(n) == [], "plan ran apt-get"
 
     cp = run_install(n)
@@ -105,6 +107,8 @@ def test_installs_a_missing_package_in_one_transaction_and_skips_it_next_time(de
     assert "-y" in args and "--no-install-recommends" in args, args
     assert lock_timeout_given(args), f"no -o DPkg::Lock::Timeout=... in {args}"
     assert install_args(args) == ["hello"], f"only the missing package goes to apt-get: {args}"
+    # plan showed the exact command lines the run executed.
+    assert planned == [" ".join(["apt-get", *c[1]]) for c in calls], (planned, calls)
 
     st = status(n)
     inst = phase(st, "install")
@@ -197,3 +201,15 @@ def test_a_node_without_ca_certificates_is_not_a_crash(debian):
     assert cp.returncode in (0, 2), cp.stdout + cp.stderr
     if cp.returncode == 2:
         assert "certificate" in cp.stderr.lower(), cp.stderr
+
+
+def test_a_name_apt_cannot_find_is_named_and_status_says_so(debian):
+    n = debian
+    n.write("/cfg.toml", '[install]\npackages = ["hello", "no-such-package-emrboot"]\n')
+    cp = run_install(n)
+    assert cp.returncode == 1, cp.stdout + cp.stderr
+    assert "no enabled repository provides no-such-package-emrboot" in cp.stderr, cp.stderr
+    assert not installed(n, "hello"), "apt-get refuses the whole transaction"
+    assert "the transaction installed nothing" in cp.stderr, cp.stderr
+    inst = phase(status(n), "install")
+    assert inst["outcome"] == "failed" and "no-such-package-emrboot" in inst["error"], inst

@@ -139,7 +139,7 @@ fn install(w: &mut Walker<'_>, mut t: TableReader<'_>) -> Install {
     let common = common(w, &mut t, &Role::ALL);
     let packages = t
         .field("packages")
-        .map(|f| checked_array(w, &f, values::package_name))
+        .map(|f| checked_array(w, &f, values::os_package_name))
         .unwrap_or_default();
     let timezone = t
         .field("timezone")

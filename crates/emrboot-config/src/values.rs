@@ -17,6 +17,30 @@ pub fn package_name(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `install.packages`: what dnf, yum and apt-get take and emrboot can check afterwards with
+/// `rpm -q` or dpkg-query: `name`, `name-version[-release]`, `name.arch`, an apt pin
+/// (`name=version`, `name:arch`), a capability (`python3dist(requests)`, `perl(Foo::Bar)`) or an
+/// absolute file path (`/usr/bin/jq`). Globs are refused: what a glob matches changes as repos
+/// change, so "installed" has no fixed meaning and a run could never be sure it converged.
+pub fn os_package_name(s: &str) -> Result<(), String> {
+    if let Some(c) = s.chars().find(|c| "*?[]".contains(*c)) {
+        return Err(format!(
+            "{s:?} is a glob ({c:?}): name each package (a glob's matches change with the repos, \
+             so it can never be checked as installed)"
+        ));
+    }
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || "._+-:~=()/".contains(c);
+    let balanced = s.matches('(').count() == s.matches(')').count();
+    let path_ok = !s.contains('/') || (s.starts_with('/') && !s.contains("/../"));
+    if s.is_empty() || s.starts_with('-') || !s.chars().all(ok_char) || !balanced || !path_ok {
+        return Err(format!(
+            "{s:?} is not a package name, a capability like python3dist(requests) or an \
+             absolute path (letters, digits and ._+-:~=()/ only, not starting with -)"
+        ));
+    }
+    Ok(())
+}
+
 pub fn sha256(s: &str) -> Result<String, String> {
     let lower = s.to_ascii_lowercase();
     if lower.len() == 64 && lower.chars().all(|c| c.is_ascii_hexdigit()) {
@@ -223,6 +247,30 @@ mod tests {
         for bad in ["jq; rm -rf /", "$(id)", "a b", "`x`", "-y", "", "a|b"] {
             assert!(package_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn os_package_names_take_every_form_but_globs() {
+        for good in [
+            "emr-hello",
+            "emr-hello-1.0",
+            "emr-hello-1.0-1",
+            "emr-hello.noarch",
+            "emr-hello-1.0-1.noarch",
+            "python3dist(requests)",
+            "perl(Foo::Bar)",
+            "/usr/bin/jq",
+            "jq=1.6-2",
+            "libc6:amd64",
+        ] {
+            assert!(os_package_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "emr-hel*", "emr-?", "emr-[ab]", "jq; rm", "-y", "", "a b", "bin/jq", "(x",
+        ] {
+            assert!(os_package_name(bad).is_err(), "{bad}");
+        }
+        assert!(os_package_name("emr-hel*").unwrap_err().contains("glob"));
     }
 
     #[test]

@@ -110,6 +110,8 @@ pub struct Output {
     pub success: bool,
     pub code: Option<i32>,
     pub stdout: String,
+    /// Kept too (bounded): package managers say which names they could not find on stderr.
+    pub stderr: String,
 }
 
 impl Cmd {
@@ -217,24 +219,29 @@ impl Cmd {
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         let work = async {
-            let (captured, _, status) = tokio::join!(
-                stream(stdout, &cmd, "stdout", true),
-                stream(stderr, &cmd, "stderr", false),
+            let (out, err, status) = tokio::join!(
+                stream(stdout, &cmd, "stdout"),
+                stream(stderr, &cmd, "stderr"),
                 child.wait()
             );
-            (captured, status)
+            (out, err, status)
         };
         let kill = |sig: Signal| {
             if let Some(pg) = pgid.and_then(|p| i32::try_from(p).ok()) {
                 let _ = nix::sys::signal::killpg(Pid::from_raw(pg), sig);
             }
         };
-        let finished = |(stdout, status): (String, std::io::Result<std::process::ExitStatus>)| {
+        let finished = |(stdout, stderr, status): (
+            String,
+            String,
+            std::io::Result<std::process::ExitStatus>,
+        )| {
             status
                 .map(|status| Output {
                     success: status.success(),
                     code: status.code(),
                     stdout,
+                    stderr,
                 })
                 .map_err(|source| CommandError::Spawn {
                     cmd: cmd.clone(),
@@ -272,20 +279,15 @@ impl Cmd {
     }
 }
 
-/// Logs each line as it arrives; keeps stdout (bounded) for callers that parse it.
-async fn stream(
-    pipe: Option<impl AsyncRead + Unpin>,
-    cmd: &str,
-    which: &'static str,
-    keep: bool,
-) -> String {
+/// Logs each line as it arrives; keeps it too (bounded) for callers that parse it.
+async fn stream(pipe: Option<impl AsyncRead + Unpin>, cmd: &str, which: &'static str) -> String {
     const KEEP_MAX: usize = 1 << 20;
     let mut kept = String::new();
     let Some(pipe) = pipe else { return kept };
     let mut lines = BufReader::new(pipe).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         tracing::info!(command = %cmd, stream = which, "{line}");
-        if keep && kept.len() < KEEP_MAX {
+        if kept.len() < KEEP_MAX {
             kept.push_str(&line);
             kept.push('\n');
         }

@@ -1,4 +1,5 @@
-//! OS packages: the missing ones, in one transaction of the node's package manager.
+//! OS packages: the missing ones, in one transaction of the node's package manager. The actions
+//! are the exact command lines, so `plan` shows what a run will execute.
 
 use super::log_action;
 use emrboot_os::pkg::Manager;
@@ -13,16 +14,15 @@ async fn missing(pkgs: &[String]) -> Result<Option<(Manager, Vec<String>)>, Phas
     Ok((!missing.is_empty()).then_some((mgr, missing)))
 }
 
-fn describe(mgr: Manager, missing: &[String]) -> String {
-    format!("{} install: {}", mgr.name(), missing.join(", "))
+fn describe(mgr: Manager, missing: &[String]) -> Vec<String> {
+    mgr.commands(missing).iter().map(|c| c.join(" ")).collect()
 }
 
 pub(super) async fn plan(pkgs: &[String]) -> Result<Vec<String>, PhaseError> {
     Ok(missing(pkgs)
         .await?
         .map(|(mgr, m)| describe(mgr, &m))
-        .into_iter()
-        .collect())
+        .unwrap_or_default())
 }
 
 pub(super) async fn apply(pkgs: &[String]) -> Result<Vec<String>, PhaseError> {
@@ -38,7 +38,7 @@ pub(super) async fn apply(pkgs: &[String]) -> Result<Vec<String>, PhaseError> {
         return Ok(Vec::new());
     };
     mgr.install(&missing).await?;
-    let action = describe(mgr, &missing);
-    log_action(&action);
-    Ok(vec![action])
+    let actions = describe(mgr, &missing);
+    actions.iter().for_each(|a| log_action(a));
+    Ok(actions)
 }
