@@ -4,6 +4,8 @@ tests/bench/netns.py."""
 import json
 import sys
 
+from helpers import phase, status_json  # noqa: F401 - phase re-exported for the net tests
+
 TAGS_SET = {"Project": "EMR-PRACTICE", "Biz Unit": "EMR-PRACTICE-CLUSTER"}
 SEED_NAME = "emr-practice"  # the Name tag bench.seed() gives both instances
 # Which EC2 actions read only; everything else changes something.
@@ -37,18 +39,8 @@ def write_config(nb, node, name="emrboot.toml", **kw):
 
 
 def status(node):
-    """`emrboot status --json` of NODE, parsed."""
-    cp = node.run("status", "--json")
-    try:
-        return json.loads(cp.stdout)
-    except json.JSONDecodeError:
-        raise AssertionError(f"status --json printed no JSON (exit {cp.returncode}):\n{cp.stdout}\n{cp.stderr}")
-
-
-def phase(st, name):
-    found = [p for p in st["phases"] if p["phase"] == name]
-    assert len(found) == 1, f"phase {name} appears {len(found)} times in {st['phases']}"
-    return found[0]
+    """`emrboot status --json` of NODE, parsed (helpers.status_json without the exit code)."""
+    return status_json(node)[1]
 
 
 def outcomes(node, *names):

@@ -16,12 +16,13 @@ import pytest
 
 import bench
 from install_kit import make_wheel, s3_client
+from helpers import PHASES as ALL_PHASES
 from net_helpers import (SEED_NAME, TAGS_SET, aws_state, config_text, first_run_outcomes, os_state, phase,
                          status)
 
 CONFIG_KEY = "emr-config/emrboot.toml"
 REQ_KEY = "emr-config/requirements.txt"
-PHASES = ("tag", "ip-takeover", "shutdown-hook")
+PHASES = tuple(p for p in ALL_PHASES if p not in ("install", "efs-mount"))
 # The EC2 requests an unfaulted full master run makes (test_unfaulted_run_is_the_reference).
 UNFAULTED_EC2 = {"DescribeTags": 1, "CreateTags": 1, "DescribeNetworkInterfaces": 1,
                  "AssignPrivateIpAddresses": 1}

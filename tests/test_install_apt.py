@@ -7,14 +7,13 @@ A shim at /usr/local/sbin/apt-get (first on the node's PATH) records every call 
 the real /usr/bin/apt-get, so the tests see exactly what emrboot ran.
 """
 import fcntl
-import json
 import threading
 import time
 
 import pytest
 
 import chroot
-from helpers import assert_no_crash, phase, plan_lines
+from helpers import assert_no_crash, phase, plan_lines, status_json
 from install_kit import shim, shim_calls
 
 CALLS = "/var/log/apt-calls.log"  # inside the chroot
@@ -38,12 +37,7 @@ def installed(n, pkg):
 
 
 def status(n):
-    cp = n.emrboot("status", "--json")
-    assert_no_crash(cp)
-    try:
-        return json.loads(cp.stdout)
-    except json.JSONDecodeError:
-        raise AssertionError(f"status --json printed no JSON (exit {cp.returncode}):\n{cp.stdout}\n{cp.stderr}")
+    return status_json(n)[1]
 
 
 def run_install(n, config="/cfg.toml"):

@@ -9,11 +9,12 @@ import shlex
 
 import pytest
 
+from helpers import PHASES as ALL_PHASES
 from net_helpers import (SEED_NAME, TAGS_SET, TEST_PORT, aws_state, connect, ec2_calls, first_run_outcomes,
                          mutating, os_state, outcomes, phase, plan_actions, start_server, status, tags_param,
                          write_config)
 
-PHASES = ("tag", "ip-takeover", "shutdown-hook")
+PHASES = tuple(p for p in ALL_PHASES if p not in ("install", "efs-mount"))
 
 
 def first_run(nb):
