@@ -2,6 +2,7 @@
 //! selection rules (table present, `--only`, roles), markers and the status of the last run.
 
 pub mod context;
+pub mod exit_code;
 pub mod ip_owner;
 pub mod phase;
 pub mod run;

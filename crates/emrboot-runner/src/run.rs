@@ -4,7 +4,7 @@
 
 use crate::phase::{ErrorKind, Phase, Precheck};
 use crate::status::{now_rfc3339, Outcome, PhaseRecord, RunRecord};
-use crate::Ctx;
+use crate::{exit_code, Ctx};
 use emrboot_config::PhaseName;
 use emrboot_os::stop;
 use std::time::Instant;
@@ -212,13 +212,21 @@ pub async fn run(ctx: &Ctx, phases: &[Box<dyn Phase>], opts: &RunOptions) -> Run
     }
     if invalid {
         let unchecked = queue.iter().map(|(i, _)| *i);
-        return finish(ctx, opts, record, 2, unchecked, CHECKS_FAILED).await;
+        return finish(
+            ctx,
+            opts,
+            record,
+            exit_code::INVALID,
+            unchecked,
+            CHECKS_FAILED,
+        )
+        .await;
     }
     if let Some(text) = &opts.keep_config {
         if let Err(e) = ctx.state.save_config(text) {
             tracing::error!(error = %e, "cannot keep the config copy");
             let all = queue.iter().map(|(i, _)| *i);
-            return finish(ctx, opts, record, 2, all, CHECKS_FAILED).await;
+            return finish(ctx, opts, record, exit_code::INVALID, all, CHECKS_FAILED).await;
         }
     }
 
@@ -232,7 +240,7 @@ pub async fn run(ctx: &Ctx, phases: &[Box<dyn Phase>], opts: &RunOptions) -> Run
             rec.outcome = Outcome::Interrupted;
             rec.error = Some(format!("not started: {why}"));
             tracing::warn!(phase = %name, outcome = "interrupted", "stopping before this phase");
-            return finish(ctx, opts, record, 1, rest, STOPPED).await;
+            return finish(ctx, opts, record, exit_code::FAILED, rest, STOPPED).await;
         }
         record.phases[i].outcome = Outcome::Running;
         record.phases[i].started_at = Some(now_rfc3339());
@@ -269,21 +277,21 @@ pub async fn run(ctx: &Ctx, phases: &[Box<dyn Phase>], opts: &RunOptions) -> Run
                 tracing::warn!(phase = %name, outcome = "interrupted", "{e}");
                 rec.outcome = Outcome::Interrupted;
                 rec.error = Some(e);
-                return finish(ctx, opts, record, 1, rest, STOPPED).await;
+                return finish(ctx, opts, record, exit_code::FAILED, rest, STOPPED).await;
             }
             Err(e) => {
                 tracing::error!(phase = %name, outcome = "failed", required = rec.required, "{e}");
                 rec.outcome = Outcome::Failed;
                 rec.error = Some(e);
                 if rec.required {
-                    return finish(ctx, opts, record, 1, rest, FAILED_BEFORE).await;
+                    return finish(ctx, opts, record, exit_code::FAILED, rest, FAILED_BEFORE).await;
                 }
             }
         }
         // The phase's end, so that a run killed before the next one starts shows it finished.
         save(ctx, opts, &mut record).await;
     }
-    finish(ctx, opts, record, 0, std::iter::empty(), "").await
+    finish(ctx, opts, record, exit_code::OK, std::iter::empty(), "").await
 }
 
 const CHECKS_FAILED: &str = "the checks found a config or environment error; nothing was changed";

@@ -2,10 +2,7 @@
 
 use std::fmt::Display;
 
-/// A required phase failed.
-pub const FAILED: i32 = 1;
-/// Usage, config or environment error found before anything changed.
-pub const INVALID: i32 = 2;
+pub use emrboot_runner::exit_code::{FAILED, INVALID, OK};
 
 #[derive(Debug)]
 pub struct Exit {

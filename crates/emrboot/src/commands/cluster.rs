@@ -1,7 +1,7 @@
 //! `emrboot cluster`: every node's last published record for one cluster (see `report`).
 
 use crate::cli::{ClusterArgs, Global};
-use crate::exit::{CmdResult, Exit, FAILED, INVALID};
+use crate::exit::{CmdResult, Exit, FAILED, INVALID, OK};
 use crate::report::view::{self, NodeView, State};
 use crate::report::{html, nodes_prefix, NodeRecord};
 use emrboot_aws::sdk::Budget;
@@ -49,7 +49,7 @@ pub async fn cluster(g: &Global, a: ClusterArgs) -> CmdResult {
         if !a.wait || done || timed_out {
             show(&a, &cluster_id, &nodes, &unreadable, now)?;
             if !a.wait {
-                return Ok(0);
+                return Ok(OK);
             }
             if !done {
                 eprintln!(

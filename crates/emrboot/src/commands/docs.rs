@@ -2,7 +2,7 @@
 //! they never drift from it. packaging/build.sh puts them in the RPM.
 
 use crate::cli::Cli;
-use crate::exit::{CmdResult, Exit};
+use crate::exit::{CmdResult, Exit, OK};
 use clap::CommandFactory;
 use std::io::Write;
 
@@ -26,5 +26,5 @@ fn print(text: &[u8], what: &str) -> CmdResult {
     out.write_all(text)
         .and_then(|()| out.flush())
         .map_err(|e| Exit::failed(format!("writing {what}: {e}")))?;
-    Ok(0)
+    Ok(OK)
 }

@@ -1,5 +1,5 @@
 use crate::cli::Global;
-use crate::exit::{CmdResult, Exit};
+use crate::exit::{CmdResult, Exit, OK};
 use emrboot_aws::sdk::Budget;
 use emrboot_aws::Aws;
 use emrboot_node::Imds;
@@ -29,7 +29,7 @@ pub async fn release_ip(g: &Global, src: Option<String>, not_on_reboot: bool) ->
                     outcome = "skipped",
                     "the node is rebooting: the fixed IP stays (the boot unit re-applies it)"
                 );
-                return Ok(0);
+                return Ok(OK);
             }
             Ok(false) => {}
             Err(e) => tracing::warn!("cannot tell whether the node is rebooting ({e}); releasing"),
@@ -100,7 +100,7 @@ pub async fn release_ip(g: &Global, src: Option<String>, not_on_reboot: bool) ->
         }
     }
     let Some((cfg, actions)) = done? else {
-        return Ok(0);
+        return Ok(OK);
     };
     if actions.is_empty() {
         tracing::info!(
@@ -113,7 +113,7 @@ pub async fn release_ip(g: &Global, src: Option<String>, not_on_reboot: bool) ->
     for a in &actions {
         tracing::info!(phase = "release-ip", outcome = "changed", "{a}");
     }
-    Ok(0)
+    Ok(OK)
 }
 
 /// What release-ip did, onto this node's published record (best effort, inside the 50 s).

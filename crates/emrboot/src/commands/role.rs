@@ -1,5 +1,5 @@
 use crate::cli::Global;
-use crate::exit::CmdResult;
+use crate::exit::{CmdResult, OK};
 use emrboot_aws::sdk::Budget;
 use emrboot_aws::Aws;
 use emrboot_node::Imds;
@@ -13,5 +13,5 @@ pub async fn role(g: &Global) -> CmdResult {
     let found = crate::node::find_role(&info, &imds, &aws, None).await?;
     tracing::debug!(source = %found.source, "role");
     println!("{}", found.role);
-    Ok(0)
+    Ok(OK)
 }

@@ -1,4 +1,4 @@
-use crate::exit::{CmdResult, INVALID};
+use crate::exit::{CmdResult, INVALID, OK};
 use std::path::Path;
 
 /// Prints every error as FILE:LINE:COL: message; exit 2 if there is any.
@@ -6,7 +6,7 @@ pub fn validate(file: &Path) -> CmdResult {
     match emrboot_config::load(file) {
         Ok(_) => {
             println!("{}: valid", file.display());
-            Ok(0)
+            Ok(OK)
         }
         Err(errors) => {
             println!("{errors}");
