@@ -214,6 +214,39 @@ def start_imds(moto_url, instance_id, workdir, region=REGION, timeout=15.0):
                          "IMDS_PORT", "/_emu/health", workdir, timeout)
 
 
+class ImdsHerd(Proc):
+    """imds.py --herd: one process serving many instance identities, each on its own loopback
+    port; .ports {instance id: port}, .url_of(instance id)."""
+
+    ports = {}
+
+    def url_of(self, instance_id):
+        return f"http://127.0.0.1:{self.ports[instance_id]}"
+
+
+def start_imds_herd(moto_url, instance_ids, workdir, region=REGION, timeout=60.0):
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    ids = workdir / "imds-herd-ids.txt"
+    ids.write_text("".join(i + "\n" for i in instance_ids))
+    py = VENV / "bin" / "python"
+    cmd = [str(py if py.exists() else sys.executable), str(HERE / "imds.py"), "--moto", moto_url,
+           "--herd", str(ids), "--region", region]
+    popen, log = _spawn("imds-herd", cmd, workdir, {**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = ImdsHerd("imds-herd", popen, None, log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.alive():
+        m = re.search(r"^IMDS_PORTS=(\{.*\})$", log.read_text(errors="replace"), re.M)
+        if m:
+            proc.ports = json.loads(m.group(1))
+            first = proc.url_of(instance_ids[0])
+            if http("GET", first + "/_emu/health", timeout=2)[0] == 200:
+                return proc
+        time.sleep(0.1)
+    proc.stop()
+    raise RuntimeError(f"imds.py --herd did not start:\n{proc.log_tail()}")
+
+
 class CountProxy(Proc):
     """The counting and fault-injecting proxy in front of moto (countproxy.py): what emrboot
     asked AWS for, and what it got instead when a test injects faults."""
@@ -264,6 +297,25 @@ class CountProxy(Proc):
         st, _, body = http("PUT", self.url + "/_fault/reassignment", body=json.dumps(bool(on)).encode())
         assert st == 200, body
 
+    def buckets(self, categories=None, drain=0):
+        """EC2's account-level request buckets on, full: CATEGORIES {name: {"burst", "refill"}}
+        over EC2's defaults, DRAIN tokens/s taken from each by other workloads (countproxy.py)."""
+        st, _, body = http("PUT", self.url + "/_fault/buckets",
+                           body={"categories": categories or {}, "drain": drain})
+        assert st == 200, (st, body)
+        return json.loads(body)
+
+    def bucket_state(self):
+        """{"categories": {name: {burst, refill, tokens}}, "drain", "stats": {Action: {allowed,
+        throttled}}} (categories None when the buckets are off)."""
+        st, _, body = http("GET", self.url + "/_fault/buckets")
+        assert st == 200, (st, body)
+        return json.loads(body)
+
+    def buckets_off(self):
+        st, _, body = http("DELETE", self.url + "/_fault/buckets")
+        assert st == 200, (st, body)
+
     def held(self):
         """The requests held (or hung) right now: dicts with id, action, service, method, path,
         when ("before", "after" or "hang")."""
@@ -284,9 +336,10 @@ class CountProxy(Proc):
         return held
 
 
-def start_countproxy(upstream_url, workdir, timeout=15.0):
-    """A countproxy.py forwarding to UPSTREAM_URL (moto), listening on a free loopback port."""
-    return _start_helper(CountProxy, "countproxy", "countproxy.py", ["--upstream", upstream_url],
+def start_countproxy(upstream_url, workdir, timeout=15.0, args=()):
+    """A countproxy.py forwarding to UPSTREAM_URL (moto), listening on a free loopback port;
+    ARGS e.g. ("--ec2-buckets", "--drain", "5")."""
+    return _start_helper(CountProxy, "countproxy", "countproxy.py", ["--upstream", upstream_url, *args],
                          "COUNTPROXY_PORT", "/_count/health", workdir, timeout)
 
 

@@ -53,6 +53,28 @@ Faults:
 Which matching requests a rule takes: "first": N (only the first N it matches), or "rate": 0.0-1.0
 (each matching request drawn from random.Random("seed", default 1) of that rule: repeatable), or
 by default all. Rules are tried in order; the first that takes a request applies its fault.
+
+EC2's account-level request buckets (`--ec2-buckets [--drain D]` at start, or the control API):
+one token bucket per category, shared by every client of the proxy, as EC2 keeps them per account
+and region (see docs/test-bench.md); each EC2 request takes a token from its category's bucket,
+and an empty bucket answers 503 RequestLimitExceeded in EC2's shape (recorded with fault
+"bucket"; a throttled request takes no token). Fault rules are tried first. Categories
+(default burst, refill per second):
+- "describe": non-mutating EC2 calls (Describe*, Get*, List*), e.g. DescribeTags and a filtered
+  DescribeNetworkInterfaces: 100, 20;
+- "describe-eni-unfiltered": DescribeNetworkInterfaces without a filter or id: 50, 10;
+- "tags": CreateTags, DeleteTags: 100, 10;
+- "private-ip": AssignPrivateIpAddresses, UnassignPrivateIpAddresses: 100, 5;
+- "mutating": every other EC2 call: 50, 5.
+"drain": tokens per second that other workloads of the account take from every bucket (a
+background load; they take what is there, so a bucket's net refill is refill - drain).
+While buckets are on, requests to the upstream are sent one at a time (moto's tag store is not
+thread-safe, and a real account's calls are served in any case).
+- PUT /_fault/buckets {"categories": {NAME: {"burst": B, "refill": R}, ...}, "drain": D}: turns the
+  buckets on, full; categories not given keep EC2's defaults; an unknown name is an error.
+- GET /_fault/buckets: {"categories": {NAME: {"burst", "refill", "tokens"}}, "drain",
+  "stats": {ACTION: {"allowed": n, "throttled": n}}} (or {"categories": null} when off).
+- DELETE /_fault/buckets: turns them off (and forgets the stats).
 """
 import argparse
 import xml.etree.ElementTree as ET
@@ -209,6 +231,108 @@ class Faults:
             return [self.held[k] for k in sorted(self.held)]
 
 
+EC2_BUCKETS = {"describe": (100, 20), "describe-eni-unfiltered": (50, 10), "tags": (100, 10),
+               "private-ip": (100, 5), "mutating": (50, 5)}
+
+
+def ec2_category(action, params):
+    """The request bucket an EC2 call draws from (see EC2_BUCKETS)."""
+    action = action or ""
+    if action in ("CreateTags", "DeleteTags"):
+        return "tags"
+    if action in ("AssignPrivateIpAddresses", "UnassignPrivateIpAddresses"):
+        return "private-ip"
+    if action == "DescribeNetworkInterfaces" and not any(
+            k.startswith(("Filter.", "NetworkInterfaceId.")) for k in params):
+        return "describe-eni-unfiltered"
+    if action.startswith(("Describe", "Get", "List")):
+        return "describe"
+    return "mutating"
+
+
+class Bucket:
+    def __init__(self, burst, refill, now):
+        self.burst, self.refill = float(burst), float(refill)
+        self.tokens, self.at = float(burst), now
+
+    def advance(self, now, drain):
+        dt = max(0.0, now - self.at)
+        self.at = now
+        # The background load takes DRAIN of the REFILL as it comes: the net rate, kept in [0, burst].
+        self.tokens = max(0.0, min(self.burst, self.tokens + (self.refill - drain) * dt))
+
+    def describe(self):
+        return {"burst": self.burst, "refill": self.refill, "tokens": round(self.tokens, 3)}
+
+
+class Buckets:
+    """EC2's account-level token buckets, shared by every client (see the docstring)."""
+
+    def __init__(self, clock=time.monotonic):
+        self.lock = threading.Lock()
+        self.clock = clock
+        self.buckets = None  # {category: Bucket} while on
+        self.drain = 0.0
+        self.stats = {}
+        self.upstream_lock = threading.Lock()  # one upstream request at a time while on
+
+    def configure(self, spec):
+        if spec is None:
+            with self.lock:
+                self.buckets, self.drain, self.stats = None, 0.0, {}
+            return
+        if not isinstance(spec, dict) or set(spec) - {"categories", "drain"}:
+            raise ValueError(f'buckets: a JSON object with "categories" and "drain", not {spec!r}')
+        cats = spec.get("categories") or {}
+        if not isinstance(cats, dict) or set(cats) - set(EC2_BUCKETS):
+            raise ValueError(f"bucket categories are {sorted(EC2_BUCKETS)}, not {sorted(cats)}")
+        drain = spec.get("drain") or 0
+        if not isinstance(drain, (int, float)) or drain < 0:
+            raise ValueError(f'"drain" must be a number >= 0, not {drain!r}')
+        now = self.clock()
+        buckets = {}
+        for name, (burst, refill) in EC2_BUCKETS.items():
+            c = cats.get(name) or {}
+            if not isinstance(c, dict) or set(c) - {"burst", "refill"}:
+                raise ValueError(f'bucket {name}: {{"burst": B, "refill": R}}, not {c!r}')
+            b, r = c.get("burst", burst), c.get("refill", refill)
+            if not all(isinstance(x, (int, float)) and x >= 0 for x in (b, r)):
+                raise ValueError(f"bucket {name}: burst and refill must be numbers >= 0: {c!r}")
+            buckets[name] = Bucket(b, r, now)
+        with self.lock:
+            self.buckets, self.drain, self.stats = buckets, float(drain), {}
+
+    @property
+    def on(self):
+        return self.buckets is not None
+
+    def take(self, req):
+        """True when REQ may go on (a token taken, or not an EC2 call, or buckets off)."""
+        if req["service"] != "ec2" or req["action"] is None:
+            return True
+        with self.lock:
+            if self.buckets is None:
+                return True
+            bucket = self.buckets[ec2_category(req["action"], req["params"])]
+            bucket.advance(self.clock(), self.drain)
+            ok = bucket.tokens >= 1.0
+            if ok:
+                bucket.tokens -= 1.0
+            st = self.stats.setdefault(req["action"], {"allowed": 0, "throttled": 0})
+            st["allowed" if ok else "throttled"] += 1
+            return ok
+
+    def describe(self):
+        with self.lock:
+            if self.buckets is None:
+                return {"categories": None, "drain": 0, "stats": {}}
+            now = self.clock()
+            for b in self.buckets.values():
+                b.advance(now, self.drain)
+            return {"categories": {k: b.describe() for k, b in self.buckets.items()}, "drain": self.drain,
+                    "stats": {k: dict(v) for k, v in self.stats.items()}}
+
+
 def classify(method, path, headers, body):
     """(service, action, params) of one request."""
     m = SERVICE_RE.search(headers.get("Authorization") or "")
@@ -302,7 +426,8 @@ def emulate_reassignment(up, params):
                            "PrivateIpAddress.1": ip})
 
 
-def make_handler(upstream, recorder, faults):
+def make_handler(upstream, recorder, faults, buckets=None):
+    buckets = buckets if buckets is not None else Buckets()
     up = urllib.parse.urlsplit(upstream)
     if up.scheme != "http" or not up.hostname:
         raise ValueError(f"--upstream must be http://host:port, not {upstream!r}")
@@ -363,6 +488,14 @@ def make_handler(upstream, recorder, faults):
             if path == "/_fault/reassignment" and method == "PUT":
                 faults.reassignment = bool(json.loads(body or b"null"))
                 return self.reply_json(200, {"reassignment": faults.reassignment})
+            if path == "/_fault/buckets" and method in ("PUT", "DELETE"):
+                try:
+                    buckets.configure(json.loads(body or b"null") if method == "PUT" else None)
+                except ValueError as e:
+                    return self.reply_json(400, {"error": str(e)})
+                return self.reply_json(200, buckets.describe())
+            if (method, path) == ("GET", "/_fault/buckets"):
+                return self.reply_json(200, buckets.describe())
             if (method, path) == ("GET", "/_fault/held"):
                 return self.reply_json(200, faults.list_held())
             return self.reply_json(404, {"error": "no such control endpoint"})
@@ -404,6 +537,12 @@ def make_handler(upstream, recorder, faults):
 
         # -- forwarding -----------------------------------------------------------------------------
         def upstream_call(self, req, body):
+            if buckets.on:
+                with buckets.upstream_lock:
+                    return self._upstream_call(req, body)
+            return self._upstream_call(req, body)
+
+        def _upstream_call(self, req, body):
             method, path = req["method"], req["full_path"]
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
             if body or method in ("POST", "PUT", "PATCH"):
@@ -450,7 +589,11 @@ def make_handler(upstream, recorder, faults):
             rule, release = faults.pick(req)
             fault = rule.fault if rule else None
             answer = None  # (status, reason, headers, data) to send
-            if fault in ("throttle", "error500", "error"):
+            if fault is None and not buckets.take(req):
+                fault = "bucket"
+                status, headers, data = error_answer(req, 503, "RequestLimitExceeded", "Request limit exceeded.")
+                answer = (status, None, headers, data)
+            elif fault in ("throttle", "error500", "error"):
                 status, headers, data = canned(rule, req)
                 answer = (status, None, headers, data)
             elif fault == "reset":
@@ -499,13 +642,34 @@ def make_handler(upstream, recorder, faults):
     return Handler
 
 
+class Server(ThreadingHTTPServer):
+    request_queue_size = 1024  # hundreds of simulated nodes connect at once
+
+
+def raise_fd_limit():
+    """Hundreds of simulated nodes keep a connection each: the soft limit up to the hard one."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65536 if hard == resource.RLIM_INFINITY else hard
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--upstream", required=True, help="http://127.0.0.1:PORT of moto")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--ec2-buckets", action="store_true",
+                    help="start with EC2's account-level request buckets on (see the docstring)")
+    ap.add_argument("--drain", type=float, default=0.0,
+                    help="with --ec2-buckets: tokens/s other workloads take from every bucket")
     a = ap.parse_args()
-    server = ThreadingHTTPServer((a.host, a.port), make_handler(a.upstream, Recorder(), Faults()))
+    raise_fd_limit()
+    buckets = Buckets()
+    if a.ec2_buckets:
+        buckets.configure({"drain": a.drain})
+    server = Server((a.host, a.port), make_handler(a.upstream, Recorder(), Faults(), buckets))
     server.daemon_threads = True
     print(f"COUNTPROXY_PORT={server.server_address[1]}", flush=True)
     try:

@@ -17,6 +17,12 @@ tests can check that no log or output leaks one.
     python imds.py --port 0 --moto http://127.0.0.1:MP --instance-id i-xxx [--region ap-northeast-2]
 
 prints `IMDS_PORT=<n>` once it listens.
+
+    python imds.py --moto http://127.0.0.1:MP --herd IDS_FILE
+
+many identities from one process, for scale runs (benchmarks/herd.py): a listener per instance id
+on its own loopback port, metadata from a snapshot of moto taken at start (see serve_herd);
+prints `IMDS_PORTS=<JSON {instance id: port}>`.
 """
 import argparse
 import json
@@ -39,15 +45,20 @@ class NotFound(Exception):
     pass
 
 
+def moto_client(moto_url, region):
+    return boto3.client(
+        "ec2", endpoint_url=moto_url, region_name=region,
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+        # A test that breaks moto should see a fast 500, not botocore's backoff.
+        config=Config(retries={"max_attempts": 1, "mode": "standard"}))
+
+
 class Emulator:
-    def __init__(self, moto_url, region, instance_id):
+    def __init__(self, moto_url, region, instance_id, ec2=None, static_tree=None):
         self.region = region
         self.instance_id = instance_id
-        self.ec2 = boto3.client(
-            "ec2", endpoint_url=moto_url, region_name=region,
-            aws_access_key_id="testing", aws_secret_access_key="testing",
-            # A test that breaks moto should see a fast 500, not botocore's backoff.
-            config=Config(retries={"max_attempts": 1, "mode": "standard"}))
+        self.ec2 = ec2 or moto_client(moto_url, region)
+        self.static_tree = static_tree  # herd mode: the tree of a snapshot, moto not asked again
         self.lock = threading.Lock()
         self.tokens = {}  # token -> monotonic expiry
         self.issued = []  # every token ever handed out (GET /_emu/issued-tokens)
@@ -132,11 +143,16 @@ class Emulator:
         return {i: cache[i] for i in ids}
 
     def tree(self):
+        if self.static_tree is not None:
+            return self.static_tree
         res = self.ec2.describe_instances(
             Filters=[{"Name": "instance-id", "Values": [self.instance_id]}])["Reservations"]
         if not res:
             raise NotFound(f"instance {self.instance_id} not in moto")
-        inst = res[0]["Instances"][0]
+        return self.tree_of(res[0]["Instances"][0])
+
+    def tree_of(self, inst):
+        """The metadata tree of INST (one instance of a DescribeInstances answer)."""
         az = inst["Placement"]["AvailabilityZone"]
         enis = sorted(inst.get("NetworkInterfaces", []), key=lambda e: e["Attachment"]["DeviceIndex"])
         # DescribeInstances shows each ENI's current IPs (moto builds it from the same ENI objects).
@@ -303,14 +319,66 @@ def make_handler(emu):
     return Handler
 
 
+class HerdServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+
+def serve_herd(a):
+    """--herd FILE: one listener per instance id of FILE (one a line), each on its own loopback
+    port and with its own identity, all in this one process (a process per node is too heavy for
+    hundreds of nodes). Their metadata is a snapshot taken from moto at start with one
+    DescribeInstances call: static, for scale runs that move no IP. Prints
+    `IMDS_PORTS=<JSON {instance id: port}>` once every listener is up."""
+    import resource
+    import selectors
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65536 if hard == resource.RLIM_INFINITY else hard
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    ids = [line.strip() for line in open(a.herd) if line.strip()]
+    ec2 = moto_client(a.moto, a.region)
+    found = {}
+    for page in ec2.get_paginator("describe_instances").paginate(
+            Filters=[{"Name": "instance-id", "Values": ids}]):
+        for r in page["Reservations"]:
+            for inst in r["Instances"]:
+                found[inst["InstanceId"]] = inst
+    missing = [i for i in ids if i not in found]
+    if missing:
+        sys.exit(f"imds: {len(missing)} instances not in moto, e.g. {missing[:3]}")
+    sel = selectors.DefaultSelector()
+    ports, subnets = {}, {}
+    for iid in ids:
+        emu = Emulator(a.moto, a.region, iid, ec2=ec2)
+        emu._subnets = subnets  # one subnet cache for all: one DescribeSubnets in all
+        emu.static_tree = emu.tree_of(found[iid])
+        server = HerdServer((a.host, 0), make_handler(emu))
+        sel.register(server.socket, selectors.EVENT_READ, server)
+        ports[iid] = server.server_address[1]
+    print("IMDS_PORTS=" + json.dumps(ports), flush=True)
+    try:
+        while True:
+            for key, _ in sel.select():
+                key.data._handle_request_noblock()  # what serve_forever does for one server
+    except KeyboardInterrupt:
+        pass
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--moto", required=True)
-    ap.add_argument("--instance-id", required=True)
+    ap.add_argument("--instance-id")
+    ap.add_argument("--herd", metavar="FILE", help="instance ids, one a line: a listener for each (see serve_herd)")
     ap.add_argument("--region", default="ap-northeast-2")
     a = ap.parse_args()
+    if a.herd:
+        return serve_herd(a)
+    if not a.instance_id:
+        ap.error("--instance-id (or --herd FILE) is required")
     emu = Emulator(a.moto, a.region, a.instance_id)
     server = ThreadingHTTPServer((a.host, a.port), make_handler(emu))
     server.daemon_threads = True

@@ -378,3 +378,83 @@ def test_a_request_held_before_is_dropped_when_its_client_goes_away(proxied):
     time.sleep(0.2)
     assert upstream.requests == []  # never forwarded
     assert [(c["status"], c["fault"]) for c in proxy.calls()] == [(None, "hold")]
+
+
+# -- EC2's account-level request buckets ------------------------------------------------------------
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_buckets_refill_drain_and_keep_categories_apart():
+    import countproxy
+
+    clock = FakeClock()
+    b = countproxy.Buckets(clock)
+    ec2 = lambda action, **params: {"service": "ec2", "action": action, "params": params}  # noqa: E731
+    assert b.take(ec2("CreateTags"))  # off: everything passes, nothing counted
+    b.configure({"categories": {"tags": {"burst": 3, "refill": 2}, "describe": {"burst": 1, "refill": 0}},
+                 "drain": 1})
+    assert [b.take(ec2("CreateTags")) for _ in range(4)] == [True, True, True, False]
+    assert [b.take(ec2("DescribeTags")) for _ in range(2)] == [True, False]  # its own bucket
+    assert b.take(ec2("AssignPrivateIpAddresses"))  # EC2's default burst (100) for the others
+    assert b.take({"service": "s3", "action": None, "params": {}})  # not EC2: never throttled
+    clock.now += 1.0  # net refill 2 - 1 (drain) = 1 token
+    assert [b.take(ec2("CreateTags")) for _ in range(2)] == [True, False]
+    clock.now += 100.0  # refilled to the burst, not beyond
+    assert [b.take(ec2("DeleteTags")) for _ in range(4)] == [True, True, True, False]
+    st = b.describe()
+    assert st["stats"] == {"CreateTags": {"allowed": 4, "throttled": 2},
+                           "DescribeTags": {"allowed": 1, "throttled": 1},
+                           "AssignPrivateIpAddresses": {"allowed": 1, "throttled": 0},
+                           "DeleteTags": {"allowed": 3, "throttled": 1}}
+    assert st["categories"]["private-ip"] == {"burst": 100.0, "refill": 5.0, "tokens": 100.0}  # refilled
+    assert st["categories"]["describe"]["tokens"] == 0  # drain empties what does not refill
+    assert st["drain"] == 1
+    # the categories of test-bench.md
+    cat = countproxy.ec2_category
+    assert [cat("DescribeTags", {}), cat("DescribeNetworkInterfaces", {"Filter.1.Name": "x"}),
+            cat("DescribeNetworkInterfaces", {}), cat("UnassignPrivateIpAddresses", {}),
+            cat("RunInstances", {})] == ["describe", "describe", "describe-eni-unfiltered", "private-ip",
+                                         "mutating"]
+    with pytest.raises(ValueError):
+        b.configure({"categories": {"nope": {"burst": 1, "refill": 1}}})
+    b.configure(None)
+    assert b.describe()["categories"] is None and b.take(ec2("CreateTags"))
+
+
+def test_an_empty_bucket_answers_ec2s_request_limit_exceeded(moto, aws, tmp_path):
+    proxy = bench.start_countproxy(moto.url, tmp_path, args=("--ec2-buckets", "--drain", "0"))
+    try:
+        assert proxy.bucket_state()["categories"]["tags"] == {"burst": 100.0, "refill": 10.0, "tokens": 100.0}
+        proxy.buckets({"tags": {"burst": 2, "refill": 0}})
+        ec2, s3 = clients(proxy.url)
+        iid = aws["master"]["instance_id"]
+        for n in range(2):
+            ec2.create_tags(Resources=[iid], Tags=[{"Key": f"k{n}", "Value": "v"}])
+        with pytest.raises(ClientError) as e:
+            ec2.create_tags(Resources=[iid], Tags=[{"Key": "k2", "Value": "v"}])
+        err = e.value.response
+        assert (err["ResponseMetadata"]["HTTPStatusCode"], err["Error"]["Code"]) == (503, "RequestLimitExceeded")
+        ec2.describe_tags()  # another bucket
+        s3.list_objects_v2(Bucket=aws["bucket"])  # not EC2
+        st = proxy.bucket_state()
+        assert st["stats"] == {"CreateTags": {"allowed": 2, "throttled": 1},
+                               "DescribeTags": {"allowed": 1, "throttled": 0}}, st
+        calls = proxy.calls()
+        assert [(c["action"], c["status"], c["fault"]) for c in calls if c["service"] == "ec2"] == [
+            ("CreateTags", 200, None), ("CreateTags", 200, None), ("CreateTags", 503, "bucket"),
+            ("DescribeTags", 200, None)], calls
+        # the throttled call never reached moto
+        tags = {t["Key"] for t in clients(moto.url)[0].describe_tags(
+            Filters=[{"Name": "resource-id", "Values": [iid]}])["Tags"]}
+        assert {"k0", "k1"} <= tags and "k2" not in tags
+        proxy.buckets_off()
+        ec2.create_tags(Resources=[iid], Tags=[{"Key": "k2", "Value": "v"}])
+        assert proxy.bucket_state() == {"categories": None, "drain": 0, "stats": {}}
+    finally:
+        proxy.stop()
