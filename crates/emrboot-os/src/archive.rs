@@ -86,6 +86,27 @@ pub fn pack(tree: &Path, out: &Path) -> Result<(), ArchiveError> {
     file.sync_all().map_err(io_err("fsync", out))
 }
 
+/// The paths (relative, `./` dropped) of the entries of one of our tar.gz archives that are
+/// not directories: what unpacking it would create or replace.
+pub fn files(archive: &Path) -> Result<Vec<PathBuf>, ArchiveError> {
+    let file = File::open(archive).map_err(io_err("open", archive))?;
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut out = Vec::new();
+    for entry in ar.entries().map_err(io_err("read", archive))? {
+        let entry = entry.map_err(io_err("read", archive))?;
+        if entry.header().entry_type().is_dir() {
+            continue;
+        }
+        let path = entry.path().map_err(io_err("read", archive))?;
+        let rel: PathBuf = path
+            .components()
+            .filter(|c| !matches!(c, std::path::Component::CurDir))
+            .collect();
+        out.push(rel);
+    }
+    Ok(out)
+}
+
 /// Unpacks one of our tar.gz archives into `root`, keeping modes; refuses entries that would
 /// land outside it (the `tar` crate's unpack_in checks every path).
 pub fn unpack(archive: &Path, root: &Path) -> Result<usize, ArchiveError> {
@@ -136,6 +157,17 @@ mod tests {
         let root = d.path().join("root");
         std::fs::create_dir_all(&root).unwrap();
         assert!(unpack(&ar, &root).unwrap() >= 5);
+        let mut listed = files(&ar).unwrap();
+        listed.sort();
+        assert_eq!(
+            listed,
+            [
+                "usr/local/bin/tool",
+                "usr/local/lib/libx.so",
+                "usr/local/lib/libx.so.2"
+            ]
+            .map(PathBuf::from)
+        );
         let tool = root.join("usr/local/bin/tool");
         assert_eq!(std::fs::read(&tool).unwrap(), b"#!/bin/sh\n");
         assert_eq!(

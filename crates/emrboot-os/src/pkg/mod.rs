@@ -7,6 +7,7 @@
 
 pub mod lock;
 pub mod outcome;
+mod owners;
 
 use crate::command::{Cmd, CommandError, Output};
 use lock::{Holder, RpmLocks};

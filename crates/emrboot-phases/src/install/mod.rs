@@ -2,11 +2,12 @@
 //! the S3 build cache), time zone. Each part converges on its own: installed packages are
 //! skipped, pip and source builds leave markers keyed by the hash of what they did.
 
+mod cache;
 mod packages;
 mod pip;
 mod source;
 
-use anyhow::anyhow;
+use anyhow::{anyhow, Context};
 use async_trait::async_trait;
 use emrboot_config::PhaseName;
 use emrboot_os::{atomic, timezone};
@@ -38,6 +39,15 @@ pub(crate) fn write_marker(ctx: &Ctx, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A fresh scratch dir `install/<prefix><pid>` for one run's work (a dead run's is swept by
+/// the caller with `atomic::sweep_dead` on the same prefix). The caller removes it when done.
+pub(crate) fn work_dir(ctx: &Ctx, prefix: &str) -> anyhow::Result<PathBuf> {
+    let work = install_dir(ctx).join(format!("{prefix}{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).with_context(|| format!("create {}", work.display()))?;
+    Ok(work)
+}
+
 fn log_action(action: &str) {
     tracing::info!(phase = "install", outcome = "changed", "{action}");
 }
@@ -66,7 +76,7 @@ impl Phase for Install {
         let mut actions = Vec::new();
         actions.extend(packages::plan(&cfg.packages).await?);
         if let Some(p) = &cfg.pip {
-            actions.extend(pip::plan(ctx, p).await?);
+            actions.extend(pip::plan(ctx, p, cfg.cache.as_ref()).await?);
         }
         for s in &cfg.sources {
             actions.extend(source::plan(ctx, s, cfg.cache.as_ref()).await?);
@@ -84,7 +94,7 @@ impl Phase for Install {
         let mut actions = Vec::new();
         actions.extend(packages::apply(&cfg.packages).await?);
         if let Some(p) = &cfg.pip {
-            actions.extend(pip::apply(ctx, p).await?);
+            actions.extend(pip::apply(ctx, p, cfg.cache.as_ref()).await?);
         }
         for s in &cfg.sources {
             actions.extend(source::apply(ctx, s, cfg.cache.as_ref()).await?);

@@ -4,7 +4,8 @@
 //! Either way the node gets the staged tree through the same archive: a miss builds, packs the
 //! staging dir and unpacks that archive into the root; a hit downloads the archive instead.
 
-use super::{install_dir, log_action, marker, write_marker};
+use super::cache::Object;
+use super::{log_action, marker, work_dir, write_marker};
 use anyhow::{anyhow, Context};
 use emrboot_aws::{download, location_text};
 use emrboot_config::{BuildCache, SourceBuild};
@@ -13,7 +14,7 @@ use emrboot_os::command::Cmd;
 use emrboot_os::pkg::os_release;
 use emrboot_runner::{Ctx, PhaseError};
 use sha2::{Digest, Sha256};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// What decides whether a cached build fits this node: the source, its steps, the OS and the
@@ -39,28 +40,19 @@ pub fn cache_key(src: &SourceBuild, os_id: &str, os_version: &str, arch: &str) -
 struct Names {
     key: String,
     marker: String,
-    /// (bucket, key) of the cached archive, with a cache.
-    object: Option<(String, String)>,
+    /// The cached archive, with a cache.
+    object: Option<Object>,
 }
 
 fn names(ctx: &Ctx, src: &SourceBuild, cache: Option<&BuildCache>) -> Names {
     let (id, version) = os_release(ctx.root.path());
     let key = cache_key(src, &id, &version, std::env::consts::ARCH);
-    let object = cache.map(|c| {
-        (
-            c.bucket.clone(),
-            format!("{}{}-{key}.tar.gz", c.prefix, src.name),
-        )
-    });
+    let object = cache.map(|c| Object::new(c, &src.name, &key));
     Names {
         marker: format!("source-{}-{key}", src.name),
         key,
         object,
     }
-}
-
-fn s3_text((bucket, key): &(String, String)) -> String {
-    format!("s3://{bucket}/{key}")
 }
 
 pub(super) async fn plan(
@@ -79,21 +71,16 @@ pub(super) async fn plan(
         src.build.join("; ")
     );
     let line = match &n.object {
-        Some(obj) => {
-            let s3 = ctx.aws.s3().await.map_err(PhaseError::failed)?;
-            match s3.head_sha256(&obj.0, &obj.1).await? {
-                Some(Some(_)) => format!(
-                    "source {}: cache hit {}: unpack and run post",
-                    src.name,
-                    s3_text(obj)
-                ),
-                _ => format!(
-                    "source {}: cache miss: {build}, upload {}",
-                    src.name,
-                    s3_text(obj)
-                ),
-            }
-        }
+        Some(obj) if obj.present(ctx).await? => format!(
+            "source {}: cache hit {}: unpack and run post",
+            src.name,
+            obj.text()
+        ),
+        Some(obj) => format!(
+            "source {}: cache miss: {build}, upload {}",
+            src.name,
+            obj.text()
+        ),
         None => format!("source {}: {build}", src.name),
     };
     Ok(vec![line])
@@ -123,31 +110,6 @@ async fn step(
         "{text}"
     );
     Ok(())
-}
-
-/// Downloads the cached archive to `dest` when the cache holds a whole one.
-async fn fetch_cached(ctx: &Ctx, obj: &(String, String), dest: &Path) -> anyhow::Result<bool> {
-    let s3 = ctx.aws.s3().await?;
-    let Some(meta) = s3.head_sha256(&obj.0, &obj.1).await? else {
-        tracing::info!(phase = "install", object = %s3_text(obj), "build cache miss");
-        return Ok(false);
-    };
-    let loc = emrboot_config::Location::S3 {
-        bucket: obj.0.clone(),
-        key: obj.1.clone(),
-    };
-    let got = download(&ctx.aws, &loc, dest).await?;
-    if meta.as_deref() == Some(got.as_str()) {
-        return Ok(true);
-    }
-    tracing::warn!(
-        phase = "install",
-        object = %s3_text(obj),
-        expected = meta.as_deref().unwrap_or("(none)"),
-        got = %got,
-        "cached build is corrupt or partial; building from source and replacing it"
-    );
-    Ok(false)
 }
 
 /// Download, check, unpack, build, stage, pack into `archive_path`.
@@ -196,7 +158,7 @@ pub(super) async fn apply(
     let n = names(ctx, src, cache);
     // A run killed mid-build leaves its work dir (tarball, tree, staging); it is of no use.
     let prefix = format!("work-{}-", src.name);
-    emrboot_os::atomic::sweep_dead(&install_dir(ctx), &prefix);
+    emrboot_os::atomic::sweep_dead(&super::install_dir(ctx), &prefix);
     if marker(ctx, &n.marker).is_file() {
         tracing::info!(
             phase = "install",
@@ -207,9 +169,7 @@ pub(super) async fn apply(
         );
         return Ok(Vec::new());
     }
-    let work: PathBuf = install_dir(ctx).join(format!("{prefix}{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).with_context(|| format!("create {}", work.display()))?;
+    let work = work_dir(ctx, &prefix)?;
     let result = build_or_fetch(ctx, src, &n, &work).await;
     let _ = std::fs::remove_dir_all(&work);
     let actions = result?;
@@ -226,8 +186,8 @@ async fn build_or_fetch(
     let archive_path = work.join("staged.tar.gz");
     let mut actions = Vec::new();
     let hit = match &n.object {
-        Some(obj) if fetch_cached(ctx, obj, &archive_path).await? => {
-            actions.push(format!("source {}: cache hit {}", src.name, s3_text(obj)));
+        Some(obj) if obj.fetch(ctx, &archive_path).await? => {
+            actions.push(format!("source {}: cache hit {}", src.name, obj.text()));
             true
         }
         _ => false,
@@ -259,30 +219,8 @@ async fn build_or_fetch(
     }
     if !hit {
         if let Some(obj) = &n.object {
-            let sha = archive::sha256_file(&archive_path)?;
-            let size = std::fs::metadata(&archive_path)
-                .map(|m| m.len())
-                .unwrap_or(0);
-            // Another node racing us uploads the same content under the same key: either wins.
-            tracing::info!(phase = "install", object = %s3_text(obj), bytes = size, "uploading the staged build");
-            let start = Instant::now();
-            let put = ctx
-                .aws
-                .s3()
-                .await?
-                .put_file(&obj.0, &obj.1, &archive_path, &sha)
-                .await;
-            tracing::info!(phase = "install", object = %s3_text(obj), secs = start.elapsed().as_secs_f64(), ok = put.is_ok(), "upload ended");
-            match put {
-                Ok(()) => actions.push(format!(
-                    "source {}: uploaded {} ({size} bytes)",
-                    src.name,
-                    s3_text(obj)
-                )),
-                Err(e) => tracing::warn!(
-                    phase = "install",
-                    "build cache upload failed (the node is fine): {e}"
-                ),
+            if let Some(up) = obj.upload(ctx, "the staged build", &archive_path).await? {
+                actions.push(format!("source {}: {up}", src.name));
             }
         }
     }
