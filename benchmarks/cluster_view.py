@@ -45,6 +45,18 @@ def main():
         t = time.monotonic()
         cluster_records.put_records(s3, facts["bucket"], "r/", bench.JOB_FLOW_ID, a.nodes, failed={1}, running={2})
         print(f"wrote {a.nodes} records in {time.monotonic() - t:.1f} s")
+        # moto's own ceiling, side by side: the same list and GETs from boto3, 32 threads.
+        from concurrent.futures import ThreadPoolExecutor
+        times = []
+        for _ in range(a.rounds):
+            t = time.monotonic()
+            keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
+                Bucket=facts["bucket"], Prefix=f"r/{bench.JOB_FLOW_ID}/nodes/") for o in page.get("Contents", [])]
+            with ThreadPoolExecutor(32) as pool:
+                list(pool.map(lambda k: s3.get_object(Bucket=facts["bucket"], Key=k)["Body"].read(), keys))
+            times.append(time.monotonic() - t)
+        print(f"boto3 baseline (list + {len(keys)} GETs, 32 threads): median {statistics.median(times):.2f} s, "
+              f"max {max(times):.2f} s over {a.rounds} runs")
         env = bench.node_env(moto, "http://127.0.0.1:9", work / "info", work / "state")
         argv = [str(binary()), "cluster", "--cluster-id", bench.JOB_FLOW_ID, "--report", f"s3://{facts['bucket']}/r/"]
         for label, extra in (("--json", ["--json"]), ("--json --html", ["--json", "--html", str(work / "c.html")])):
