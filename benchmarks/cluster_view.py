@@ -11,7 +11,6 @@ else target/release/emrboot if it exists, else target/debug/emrboot.
 """
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -23,13 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests" / "bench"))
 import bench  # noqa: E402
 import cluster_records  # noqa: E402
-
-
-def binary():
-    if os.environ.get("EMRBOOT_BIN"):
-        return Path(os.environ["EMRBOOT_BIN"])
-    rel = REPO / "target" / "release" / "emrboot"
-    return rel if rel.is_file() else REPO / "target" / "debug" / "emrboot"
+from install_cache import pick_binary as binary  # noqa: E402  (benchmarks/, the script's own dir)
 
 
 def main():

@@ -26,74 +26,44 @@ import chroot
 REPO_DIR = "/srv/emr-repo"
 RELEASE_FILE = "/run/emr-slow.release"  # emr-slow's %pre waits for it (at most 300 s)
 
-_COMMON = """License: MIT
-BuildArch: noarch
-AutoReqProv: no
-%description
-emrboot test bench package.
-"""
+def spec(name, version, release, summary, install, files, headers="", scripts=""):
+    """A noarch spec with no automatic dependencies; INSTALL is its %install body."""
+    return (f"Name: {name}\nVersion: {version}\nRelease: {release}\nSummary: {summary}\n{headers}"
+            "License: MIT\nBuildArch: noarch\nAutoReqProv: no\n%description\nemrboot test bench package.\n"
+            f"{scripts}%install\n{install}%files\n{files}\n")
+
+
+def shared_file_spec(name, summary, scripts=""):
+    """A package that owns one file, /usr/share/NAME/<word>.txt."""
+    word = name.removeprefix("emr-")
+    path = f"/usr/share/{name}/{word}.txt"
+    install = f"mkdir -p %{{buildroot}}/usr/share/{name}\necho {word} > %{{buildroot}}{path}\n"
+    return spec(name, "1.0", "1", summary, install, path, scripts=scripts)
+
 
 SPECS = {
-    "system-release": """Name: system-release
-Version: 2023.6
-Release: 1
-Summary: AL2023 stand-in release file
-Provides: system-release(releasever) = 2023
-Provides: /bin/sh
-""" + _COMMON + """%install
-mkdir -p %{buildroot}/etc
-echo 'Amazon Linux release 2023 (emrboot bench stand-in)' > %{buildroot}/etc/system-release
-%files
-/etc/system-release
-""",
+    "system-release": spec(
+        "system-release", "2023.6", "1", "AL2023 stand-in release file",
+        "mkdir -p %{buildroot}/etc\n"
+        "echo 'Amazon Linux release 2023 (emrboot bench stand-in)' > %{buildroot}/etc/system-release\n",
+        "/etc/system-release",
+        headers="Provides: system-release(releasever) = 2023\nProvides: /bin/sh\n"),
     # A plain package, for every name form (name, name-version, -release, .arch).
-    "emr-hello": """Name: emr-hello
-Version: 1.0
-Release: 1
-Summary: plain package
-""" + _COMMON + """%install
-mkdir -p %{buildroot}/usr/share/emr-hello
-echo hello > %{buildroot}/usr/share/emr-hello/hello.txt
-%files
-/usr/share/emr-hello/hello.txt
-""",
+    "emr-hello": shared_file_spec("emr-hello", "plain package"),
     # A capability and a file path that people install by (python3dist(...), /usr/bin/...).
-    "emr-provider": """Name: emr-provider
-Version: 2.0
-Release: 3
-Summary: provides a capability
-Provides: python3dist(emr-requests) = 2.31
-""" + _COMMON + """%install
-mkdir -p %{buildroot}/usr/bin
-printf '#!/bin/sh\\necho emr-tool\\n' > %{buildroot}/usr/bin/emr-tool
-chmod 755 %{buildroot}/usr/bin/emr-tool
-%files
-/usr/bin/emr-tool
-""",
+    "emr-provider": spec(
+        "emr-provider", "2.0", "3", "provides a capability",
+        "mkdir -p %{buildroot}/usr/bin\n"
+        "printf '#!/bin/sh\\necho emr-tool\\n' > %{buildroot}/usr/bin/emr-tool\n"
+        "chmod 755 %{buildroot}/usr/bin/emr-tool\n",
+        "/usr/bin/emr-tool",
+        headers="Provides: python3dist(emr-requests) = 2.31\n"),
     # Holds its transaction (and so rpm's transaction lock) open until RELEASE_FILE exists.
-    "emr-slow": """Name: emr-slow
-Version: 1.0
-Release: 1
-Summary: a transaction that waits
-""" + _COMMON + """%pre
-i=0
-while [ ! -e """ + RELEASE_FILE + """ ] && [ $i -lt 3000 ]; do sleep 0.1; i=$((i+1)); done
-%install
-mkdir -p %{buildroot}/usr/share/emr-slow
-echo slow > %{buildroot}/usr/share/emr-slow/slow.txt
-%files
-/usr/share/emr-slow/slow.txt
-""",
-    "emr-other": """Name: emr-other
-Version: 1.0
-Release: 1
-Summary: a second plain package
-""" + _COMMON + """%install
-mkdir -p %{buildroot}/usr/share/emr-other
-echo other > %{buildroot}/usr/share/emr-other/other.txt
-%files
-/usr/share/emr-other/other.txt
-""",
+    "emr-slow": shared_file_spec(
+        "emr-slow", "a transaction that waits",
+        scripts="%pre\ni=0\n"
+                f"while [ ! -e {RELEASE_FILE} ] && [ $i -lt 3000 ]; do sleep 0.1; i=$((i+1)); done\n"),
+    "emr-other": shared_file_spec("emr-other", "a second plain package"),
 }
 
 SETUP = f"""set -eu

@@ -165,6 +165,27 @@ def cache_objects(s3, bucket, prefix):
     return out
 
 
+class CachedObjects:
+    """The build cache's objects, for a test bench class with .s3, .bucket and the class
+    attribute KEY_RE (what every object key of that kind looks like) under CACHE_PREFIX."""
+
+    CACHE_PREFIX = "build-cache/"
+    KEY_RE = None
+
+    def objects(self):
+        return cache_objects(self.s3, self.bucket, self.CACHE_PREFIX)
+
+    def only_object(self):
+        objs = self.objects()
+        assert len(objs) == 1, f"expected one cache object, found {sorted(objs)}"
+        (key, head), = objs.items()
+        assert self.KEY_RE.match(key), key
+        return key, head
+
+    def body(self, key):
+        return self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+
 # -- PATH shims that record calls -----------------------------------------------------------------
 
 def shim(bindir, name, real, log):

@@ -16,14 +16,15 @@ import tarfile
 import pytest
 
 from helpers import assert_no_crash, phase, plan_lines, status_json
-from install_kit import FileServer, cache_objects, make_wheel, s3_client, sha256_bytes, shim, shim_calls, tree
+from install_kit import CachedObjects, FileServer, make_wheel, s3_client, sha256_bytes, shim, shim_calls, tree
 from test_install_pip import real_python
 
-PREFIX = "build-cache/"
+PREFIX = CachedObjects.CACHE_PREFIX
 KEY_RE = re.compile(r"^build-cache/pip-[0-9a-f]{16}\.tar\.gz$")
 
 
-class PipCacheBench:
+class PipCacheBench(CachedObjects):
+    KEY_RE = KEY_RE
     def __init__(self, tmp_path, moto, aws, node):
         self.tmp, self._node = tmp_path, node
         self.index = FileServer(tmp_path / "index")
@@ -80,19 +81,6 @@ class PipCacheBench:
 
     def pip_calls(self):
         return [a for _, a in shim_calls(self.calls_log) if a[:2] in (["-m", "pip"], ["-m", "ensurepip"])]
-
-    def objects(self):
-        return cache_objects(self.s3, self.bucket, PREFIX)
-
-    def only_object(self):
-        objs = self.objects()
-        assert len(objs) == 1, f"expected one cache object, found {sorted(objs)}"
-        (key, head), = objs.items()
-        assert KEY_RE.match(key), key
-        return key, head
-
-    def body(self, key):
-        return self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
 
     def move_target_aside(self, name):
         aside = self.tmp / name

@@ -21,14 +21,15 @@ import pytest
 import bench
 import helpers
 from helpers import assert_no_crash, phase, plan_lines, status_json
-from install_kit import (FileServer, cache_objects, make_demo_tarball, make_wheel, s3_client, sha256_bytes,
+from install_kit import (CachedObjects, FileServer, make_demo_tarball, make_wheel, s3_client, sha256_bytes,
                          sha256_file, tree)
 
-PREFIX = "build-cache/"
+PREFIX = CachedObjects.CACHE_PREFIX
 KEY_RE = re.compile(r"^build-cache/demo-[^/]+\.tar\.gz$")
 
 
-class SourceBench:
+class SourceBench(CachedObjects):
+    KEY_RE = KEY_RE
     """The tarball on a loopback http server, a counting proxy in front of moto, the marks dir."""
 
     def __init__(self, tmp_path, moto, aws, node):
@@ -110,19 +111,6 @@ class SourceBench:
 
     def tarball_gets(self):
         return len(self.www.gets("/demo-1.0.tar.gz"))
-
-    def objects(self):
-        return cache_objects(self.s3, self.bucket, PREFIX)
-
-    def only_object(self):
-        objs = self.objects()
-        assert len(objs) == 1, f"expected one cache object, found {sorted(objs)}"
-        (key, head), = objs.items()
-        assert KEY_RE.match(key), key
-        return key, head
-
-    def body(self, key):
-        return self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
 
     def cache_writes(self):
         return [c for c in self.proxy.calls()

@@ -251,16 +251,19 @@ class CountProxy(Proc):
     """The counting and fault-injecting proxy in front of moto (countproxy.py): what emrboot
     asked AWS for, and what it got instead when a test injects faults."""
 
+    def control(self, method, path, body=None):
+        """One call of the proxy's control API (asserted 200): its JSON answer, or None."""
+        st, _, text = http(method, self.url + path, body=body)
+        assert st == 200, (method, path, st, text)
+        return json.loads(text) if text.strip() else None
+
     def calls(self):
         """Every request finished since the last clear(): dicts with method, path, service,
         action, params, status, fault."""
-        st, _, body = http("GET", self.url + "/_count/log")
-        assert st == 200, (st, body)
-        return json.loads(body)
+        return self.control("GET", "/_count/log")
 
     def clear(self):
-        st, _, body = http("DELETE", self.url + "/_count/log")
-        assert st == 200, (st, body)
+        self.control("DELETE", "/_count/log")
 
     def count(self, action):
         return sum(1 for c in self.calls() if c["action"] == action)
@@ -273,55 +276,40 @@ class CountProxy(Proc):
                 out[c["action"]] = out.get(c["action"], 0) + 1
         return out
 
-
     def faults(self, rules):
         """Replaces the fault rules with RULES (a list of dicts: see countproxy.py's docstring);
         answers the rules as the proxy took them."""
-        st, _, body = http("PUT", self.url + "/_fault/rules", body=list(rules))
-        assert st == 200, (st, body)
-        return json.loads(body)
+        return self.control("PUT", "/_fault/rules", list(rules))
 
     def clear_faults(self):
         """No rules any more; every held or hung request is released."""
-        st, _, body = http("DELETE", self.url + "/_fault/rules")
-        assert st == 200, (st, body)
+        self.control("DELETE", "/_fault/rules")
 
     def rules(self):
         """The rules in force, each with its "matched" and "applied" counts."""
-        st, _, body = http("GET", self.url + "/_fault/rules")
-        assert st == 200, (st, body)
-        return json.loads(body)
+        return self.control("GET", "/_fault/rules")
 
     def emulate_reassignment(self, on=True):
         """EC2's AllowReassignment on this proxy's assigns (moto ignores it): see countproxy.py."""
-        st, _, body = http("PUT", self.url + "/_fault/reassignment", body=json.dumps(bool(on)).encode())
-        assert st == 200, body
+        self.control("PUT", "/_fault/reassignment", json.dumps(bool(on)).encode())
 
     def buckets(self, categories=None, drain=0):
         """EC2's account-level request buckets on, full: CATEGORIES {name: {"burst", "refill"}}
         over EC2's defaults, DRAIN tokens/s taken from each by other workloads (countproxy.py)."""
-        st, _, body = http("PUT", self.url + "/_fault/buckets",
-                           body={"categories": categories or {}, "drain": drain})
-        assert st == 200, (st, body)
-        return json.loads(body)
+        return self.control("PUT", "/_fault/buckets", {"categories": categories or {}, "drain": drain})
 
     def bucket_state(self):
         """{"categories": {name: {burst, refill, tokens}}, "drain", "stats": {Action: {allowed,
         throttled}}} (categories None when the buckets are off)."""
-        st, _, body = http("GET", self.url + "/_fault/buckets")
-        assert st == 200, (st, body)
-        return json.loads(body)
+        return self.control("GET", "/_fault/buckets")
 
     def buckets_off(self):
-        st, _, body = http("DELETE", self.url + "/_fault/buckets")
-        assert st == 200, (st, body)
+        self.control("DELETE", "/_fault/buckets")
 
     def held(self):
         """The requests held (or hung) right now: dicts with id, action, service, method, path,
         when ("before", "after" or "hang")."""
-        st, _, body = http("GET", self.url + "/_fault/held")
-        assert st == 200, (st, body)
-        return json.loads(body)
+        return self.control("GET", "/_fault/held")
 
     def wait_held(self, n=1, timeout=30.0):
         """Waits until at least N requests are held; returns them (raises on timeout)."""

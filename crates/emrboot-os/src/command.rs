@@ -114,6 +114,20 @@ pub struct Output {
     pub stderr: String,
 }
 
+impl Output {
+    /// How it exited, as error messages say it: `status N` or `a signal`.
+    pub fn status(&self) -> String {
+        self.code
+            .map_or("a signal".to_string(), |c| format!("status {c}"))
+    }
+
+    /// Everything the command printed, stdout then stderr: for callers that look for a message
+    /// without caring which stream it came on.
+    pub fn text(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
 impl Cmd {
     pub fn new<I, S>(argv: I, timeout: Duration) -> Self
     where
@@ -165,9 +179,7 @@ impl Cmd {
         } else {
             Err(CommandError::Failed {
                 cmd: self.display(),
-                status: out
-                    .code
-                    .map_or("a signal".to_string(), |c| format!("status {c}")),
+                status: out.status(),
             })
         }
     }

@@ -190,9 +190,7 @@ impl Manager {
         };
         let not_installed = self.missing(pkgs).await?;
         let cmd = install.join(" ");
-        let status = out
-            .code
-            .map_or("a signal".to_string(), |c| format!("status {c}"));
+        let status = out.status();
         if not_installed.is_empty() {
             return if out.success {
                 Ok(())
@@ -200,11 +198,10 @@ impl Manager {
                 Err(CommandError::Failed { cmd, status }.into())
             };
         }
-        let said = format!("{}\n{}", out.stdout, out.stderr);
         Err(PkgError::Incomplete(Incomplete {
             cmd,
             status,
-            unavailable: outcome::unavailable(&said, pkgs),
+            unavailable: outcome::unavailable(&out.text(), pkgs),
             installed: pkgs
                 .iter()
                 .filter(|p| !not_installed.contains(p))
@@ -224,8 +221,7 @@ impl Manager {
         loop {
             wait_for_locks(&locks, deadline, secs).await?;
             let out = Cmd::new(argv, INSTALL_BOUND).output().await?;
-            let said = format!("{}\n{}", out.stdout, out.stderr);
-            if out.success || !outcome::lock_failure(out.code, &said) {
+            if out.success || !outcome::lock_failure(out.code, &out.text()) {
                 return Ok(out);
             }
             if Instant::now() >= deadline {

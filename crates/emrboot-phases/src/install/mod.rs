@@ -5,6 +5,7 @@
 mod cache;
 mod packages;
 mod pip;
+mod pip_cache;
 mod source;
 
 use anyhow::{anyhow, Context};

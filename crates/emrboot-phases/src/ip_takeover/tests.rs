@@ -3,6 +3,7 @@
 //! address filter sees primary IPs only. This fake refuses a held IP without AllowReassignment,
 //! moves it with, and sees secondary IPs in the filter, as EC2 does.
 
+use super::release::give_back;
 use super::*;
 use emrboot_aws::{AwsError, Eni};
 use emrboot_config::{Common, Role};
