@@ -1,6 +1,7 @@
 """Shared helpers for the end-to-end tests of emrboot (not fixtures: those are in conftest.py)."""
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -92,21 +93,38 @@ def phase(status, name):
     return found[0]
 
 
+_PLAN_HEADER = re.compile(r"(\d+)\. ([a-z-]+)( \(optional\))?:")
+
+
 def plan_lines(stdout):
-    """{phase: [its lines]} from plan's output, in output order, plus the header lines."""
+    """{phase: [its lines]} from plan's text output, in output order, plus the header lines.
+    A phase's first line is its `N. name:` (or `N. name (optional):`) line. The one reader of
+    plan's text output; plan_actions() picks the action lines out of it."""
     header, phases, current = [], {}, None
     for line in stdout.splitlines():
-        for i, name in enumerate(PHASES, 1):
-            if line.startswith(f"{i}. {name}:"):
-                current = name
-                phases[name] = [line]
-                break
-        else:
-            if current is None:
-                header.append(line)
-            elif line.strip():
-                phases[current].append(line)
+        m = _PLAN_HEADER.match(line)
+        if m and m.group(2) in PHASES:
+            current = m.group(2)
+            phases[current] = [line]
+        elif current is None:
+            header.append(line)
+        elif line.strip():
+            phases[current].append(line)
     return header, phases
+
+
+def plan_numbers(stdout):
+    """[(N, phase)] of plan's text output's `N. phase:` lines, in output order."""
+    return [(m.group(1), m.group(2)) for m in map(_PLAN_HEADER.match, stdout.splitlines()) if m]
+
+
+def plan_actions(stdout, phase_name):
+    """PHASE_NAME's `     - ...` action lines in plan's text output (the text after '- '), and
+    its `N. name:` line (None when the phase is not in the output)."""
+    lines = plan_lines(stdout)[1].get(phase_name)
+    if not lines:
+        return None, []
+    return lines[0], [line[len("     - "):] for line in lines[1:] if line.startswith("     - ")]
 
 
 def plan_json(node, *args):

@@ -4,7 +4,7 @@ tests/bench/netns.py."""
 import json
 import sys
 
-from helpers import phase, status_json  # noqa: F401 - phase re-exported for the net tests
+from helpers import phase, plan_actions, status_json  # noqa: F401 - re-exported for the net tests
 
 TAGS_SET = {"Project": "EMR-PRACTICE", "Biz Unit": "EMR-PRACTICE-CLUSTER"}
 SEED_NAME = "emr-practice"  # the Name tag bench.seed() gives both instances
@@ -74,22 +74,6 @@ def tags_param(call):
         out[p[f"Tag.{n}.Key"]] = p.get(f"Tag.{n}.Value", "")
         n += 1
     return out
-
-
-def plan_actions(stdout, phase_name):
-    """The `     - ...` action lines of PHASE_NAME in plan's output (text after '- '), and its
-    header line."""
-    header, actions, inside = None, [], False
-    for line in stdout.splitlines():
-        if line[:1].isdigit() and ". " in line:
-            inside = line.split(". ", 1)[1].startswith(phase_name + ":") or \
-                line.split(". ", 1)[1].startswith(phase_name + " (optional):")
-            if inside:
-                header = line
-            continue
-        if inside and line.startswith("     - "):
-            actions.append(line[len("     - "):])
-    return header, actions
 
 
 def os_state(nb, node):

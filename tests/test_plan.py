@@ -1,11 +1,10 @@
 """`emrboot plan` (and `run --dry-run`): the role, then each phase in order; changes nothing."""
-import re
 
 import boto3
 import pytest
 
 import bench
-from helpers import PHASES, assert_no_crash, plan_json, plan_lines, snapshot
+from helpers import PHASES, assert_no_crash, plan_json, plan_lines, plan_numbers, snapshot
 
 SEOUL_LINK = "- link /etc/localtime -> /usr/share/zoneinfo/Asia/Seoul"
 
@@ -52,10 +51,6 @@ def assert_plan_exit(cp):
         assert cp.returncode == 0, cp.stdout + cp.stderr
 
 
-def numbered(stdout):
-    return re.findall(r"^(\d+)\. ([a-z-]+):", stdout, re.M)
-
-
 def test_master_plan_lists_five_phases_in_order(node, aws, config_file, scratch_root):
     n = node("master-ig")
     cp = plan(n, config_file(full_config(aws)), scratch_root)
@@ -64,7 +59,7 @@ def test_master_plan_lists_five_phases_in_order(node, aws, config_file, scratch_
     assert header[0].startswith("role: MASTER ("), cp.stdout
     assert "instance.json" in header[0]
     assert header[1] == f"instance: {aws['master']['instance_id']}"
-    assert numbered(cp.stdout) == [(str(i), p) for i, p in enumerate(PHASES, 1)], cp.stdout
+    assert plan_numbers(cp.stdout) == [(str(i), p) for i, p in enumerate(PHASES, 1)], cp.stdout
     # install: a header line, then its one action.
     assert phases["install"][0] == "1. install:", cp.stdout
     assert [ln.strip() for ln in phases["install"][1:]] == [SEOUL_LINK]
@@ -85,7 +80,7 @@ def test_core_plan_skips_master_only_phases(node, aws, config_file, scratch_root
     header, phases = plan_lines(cp.stdout)
     assert header[0].startswith("role: CORE ("), cp.stdout
     assert header[1] == f"instance: {aws['core']['instance_id']}"
-    assert numbered(cp.stdout) == [(str(i), p) for i, p in enumerate(PHASES, 1)], cp.stdout
+    assert plan_numbers(cp.stdout) == [(str(i), p) for i, p in enumerate(PHASES, 1)], cp.stdout
     for name in ("ip-takeover", "shutdown-hook"):
         assert phases[name][0].endswith(": skip: runs on MASTER only; this node is CORE"), cp.stdout
     for name in ("install", "tag", "efs-mount"):

@@ -9,6 +9,7 @@ pub mod s3;
 pub mod sdk;
 
 pub use ec2::{Ec2, Eni, SdkEc2};
+pub use efs::{Efs, SdkEfs};
 pub use fetch::{download, fetch_bytes, location_text, FetchError};
 pub use s3::S3;
 pub use sdk::Aws;

@@ -11,6 +11,8 @@ use crate::retry_log::RetryLog;
 use aws_config::retry::{RetryConfig, RetryMode};
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_ec2::config::retry::{RetryPartition, TokenBucket};
+use std::sync::OnceLock;
 
 /// How hard to retry. Many nodes of a cluster share the account's API buckets (CreateTags
 /// refills 10/s, AssignPrivateIpAddresses 5/s), so a retryable failure (throttling, a 5xx, a
@@ -85,31 +87,21 @@ impl Budget {
 /// real buckets are on EC2's side, and the backoff and rate limiter already pace this process. An
 /// unlimited bucket leaves the time bound alone in charge. One partition (and so one adaptive
 /// rate limiter) per service: EC2 throttling does not slow S3 calls down.
-fn retry_partition(service: Service) -> aws_sdk_ec2::config::retry::RetryPartition {
-    use aws_sdk_ec2::config::retry::{RetryPartition, TokenBucket};
-    use std::sync::OnceLock;
-    static PARTITIONS: [OnceLock<RetryPartition>; 3] =
-        [OnceLock::new(), OnceLock::new(), OnceLock::new()];
-    let (slot, name) = match service {
-        Service::Ec2 => (0, "emrboot-ec2"),
-        Service::S3 => (1, "emrboot-s3"),
-        Service::Efs => (2, "emrboot-efs"),
-    };
-    PARTITIONS[slot]
-        .get_or_init(|| {
-            RetryPartition::custom(name)
-                .token_bucket(TokenBucket::unlimited())
-                .build()
-        })
-        .clone()
+fn unlimited_partition(
+    cell: &'static OnceLock<RetryPartition>,
+    name: &'static str,
+) -> RetryPartition {
+    cell.get_or_init(|| {
+        RetryPartition::custom(name)
+            .token_bucket(TokenBucket::unlimited())
+            .build()
+    })
+    .clone()
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Service {
-    Ec2,
-    S3,
-    Efs,
-}
+static EC2_PARTITION: OnceLock<RetryPartition> = OnceLock::new();
+static S3_PARTITION: OnceLock<RetryPartition> = OnceLock::new();
+static EFS_PARTITION: OnceLock<RetryPartition> = OnceLock::new();
 
 #[derive(Debug, thiserror::Error)]
 pub enum SdkError {
@@ -163,7 +155,7 @@ impl Aws {
 
     pub async fn ec2(&self) -> Result<crate::SdkEc2, SdkError> {
         let conf = aws_sdk_ec2::config::Builder::from(self.config().await?)
-            .retry_partition(retry_partition(Service::Ec2))
+            .retry_partition(unlimited_partition(&EC2_PARTITION, "emrboot-ec2"))
             .interceptor(RetryLog)
             .build();
         Ok(crate::SdkEc2::new(aws_sdk_ec2::Client::from_conf(conf)))
@@ -174,18 +166,20 @@ impl Aws {
             // A custom endpoint (moto, MinIO, a VPC endpoint by IP) seldom resolves
             // bucket-name subdomains; path-style works with all of them.
             .force_path_style(custom_endpoint("S3"))
-            .retry_partition(retry_partition(Service::S3))
+            .retry_partition(unlimited_partition(&S3_PARTITION, "emrboot-s3"))
             .interceptor(RetryLog)
             .build();
         Ok(crate::S3::new(aws_sdk_s3::Client::from_conf(conf)))
     }
 
-    pub async fn efs(&self) -> Result<aws_sdk_efs::Client, SdkError> {
+    pub async fn efs(&self) -> Result<crate::efs::SdkEfs, SdkError> {
         let conf = aws_sdk_efs::config::Builder::from(self.config().await?)
-            .retry_partition(retry_partition(Service::Efs))
+            .retry_partition(unlimited_partition(&EFS_PARTITION, "emrboot-efs"))
             .interceptor(RetryLog)
             .build();
-        Ok(aws_sdk_efs::Client::from_conf(conf))
+        Ok(crate::efs::SdkEfs::new(aws_sdk_efs::Client::from_conf(
+            conf,
+        )))
     }
 }
 

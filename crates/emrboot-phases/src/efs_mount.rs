@@ -93,8 +93,9 @@ async fn resolve(ctx: &Ctx, cfg: &Efs) -> Result<Target, PhaseError> {
         .availability_zone()
         .await
         .map_err(PhaseError::invalid)?;
-    let efs = ctx.aws.efs().await.map_err(PhaseError::invalid)?;
-    let ip = emrboot_aws::efs::mount_target_ip(&efs, &id, &az)
+    let efs = ctx.efs().await.map_err(PhaseError::invalid)?;
+    let ip = efs
+        .mount_target_ip(&id, &az)
         .await?
         .ok_or_else(|| {
             PhaseError::invalid(anyhow!(

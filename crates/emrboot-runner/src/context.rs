@@ -1,8 +1,9 @@
 //! What every phase can see: the config, the node's facts, and the doors to the outside
-//! systems. Doors to AWS open lazily so that a run needing none makes no AWS call.
+//! systems. Doors to AWS open lazily, once per run, so that a run needing none makes no AWS
+//! call and a run needing one builds its client once: `ctx.ec2()`, `ctx.s3()`, `ctx.efs()`.
 
 use crate::state::StateDir;
-use emrboot_aws::{Aws, Ec2};
+use emrboot_aws::{Aws, Ec2, Efs, S3};
 use emrboot_config::{Config, Role};
 use emrboot_node::{Imds, NodeInfo};
 use emrboot_os::Root;
@@ -31,6 +32,8 @@ pub struct Ctx {
     pub imds: Arc<Imds>,
     pub aws: Arc<Aws>,
     ec2: OnceCell<Arc<dyn Ec2>>,
+    s3: OnceCell<Arc<S3>>,
+    efs: OnceCell<Arc<dyn Efs>>,
 }
 
 impl Ctx {
@@ -55,6 +58,8 @@ impl Ctx {
             imds,
             aws,
             ec2: OnceCell::new(),
+            s3: OnceCell::new(),
+            efs: OnceCell::new(),
         }
     }
 
@@ -67,5 +72,24 @@ impl Ctx {
             })
             .await?;
         Ok(ec2.clone())
+    }
+
+    pub async fn s3(&self) -> anyhow::Result<Arc<S3>> {
+        let s3 = self
+            .s3
+            .get_or_try_init(|| async { anyhow::Ok(Arc::new(self.aws.s3().await?)) })
+            .await?;
+        Ok(s3.clone())
+    }
+
+    pub async fn efs(&self) -> anyhow::Result<Arc<dyn Efs>> {
+        let efs = self
+            .efs
+            .get_or_try_init(|| async {
+                let c = self.aws.efs().await?;
+                anyhow::Ok(Arc::new(c) as Arc<dyn Efs>)
+            })
+            .await?;
+        Ok(efs.clone())
     }
 }

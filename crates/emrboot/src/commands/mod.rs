@@ -43,12 +43,17 @@ pub async fn dispatch(cli: Cli) -> CmdResult {
     }
 }
 
+/// What `context` gives a run or a plan.
+pub(crate) struct Loaded {
+    pub ctx: Ctx,
+    /// The config's text as fetched, for the kept copy and the config hash.
+    pub text: String,
+    /// Where it came from (a path, s3:// or https://), for the status and the log.
+    pub source: String,
+}
+
 /// Everything a run or a plan needs: config, node facts, the doors to IMDS and AWS.
-pub(crate) async fn context(
-    g: &Global,
-    src: &str,
-    budget: Budget,
-) -> Result<(Ctx, String, String), Exit> {
+pub(crate) async fn context(g: &Global, src: &str, budget: Budget) -> Result<Loaded, Exit> {
     let imds = Arc::new(Imds::from_env());
     let aws = Arc::new(Aws::new(imds.clone(), budget));
     // Node facts first: a missing info file is the likelier error and needs no network.
@@ -79,5 +84,9 @@ pub(crate) async fn context(
         imds,
         aws,
     );
-    Ok((ctx, loaded.text, loaded.source))
+    Ok(Loaded {
+        ctx,
+        text: loaded.text,
+        source: loaded.source,
+    })
 }

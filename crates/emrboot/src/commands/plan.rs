@@ -7,7 +7,7 @@ use emrboot_runner::{Ctx, PlanReport};
 
 /// For this node: the role, then each phase in order with its actions or why it is skipped.
 pub async fn plan(g: &Global, src: &str, only: Option<Vec<PhaseName>>, json: bool) -> CmdResult {
-    let (ctx, _, _) = super::context(g, src, Budget::Bootstrap).await?;
+    let ctx = super::context(g, src, Budget::Bootstrap).await?.ctx;
     let phases = emrboot_phases::all();
     let report = emrboot_runner::plan(&ctx, &phases, only.as_deref()).await;
     if json {

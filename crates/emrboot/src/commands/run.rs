@@ -16,7 +16,7 @@ pub async fn run(g: &Global, src: &str, only: Option<Vec<PhaseName>>) -> CmdResu
     // ends the run at a safe point instead of mid-step.
     emrboot_os::stop::install_handlers()
         .map_err(|e| Exit::failed(format!("cannot handle SIGTERM: {e}")))?;
-    let (ctx, text, source) = super::context(g, src, Budget::Bootstrap).await?;
+    let super::Loaded { ctx, text, source } = super::context(g, src, Budget::Bootstrap).await?;
     // Build steps run under this binary as their supervisor (emrboot_os::command::supervise).
     emrboot_os::command::set_supervisor(ctx.self_exe.clone());
     let _lock = ctx.state.lock(LOCK_WAIT).map_err(Exit::invalid)?;
