@@ -25,6 +25,7 @@ KEY_RE = re.compile(r"^build-cache/pip-[0-9a-f]{16}\.tar\.gz$")
 
 class PipCacheBench(CachedObjects):
     KEY_RE = KEY_RE
+
     def __init__(self, tmp_path, moto, aws, node):
         self.tmp, self._node = tmp_path, node
         self.index = FileServer(tmp_path / "index")

@@ -29,8 +29,9 @@ KEY_RE = re.compile(r"^build-cache/demo-[^/]+\.tar\.gz$")
 
 
 class SourceBench(CachedObjects):
-    KEY_RE = KEY_RE
     """The tarball on a loopback http server, a counting proxy in front of moto, the marks dir."""
+
+    KEY_RE = KEY_RE
 
     def __init__(self, tmp_path, moto, aws, node):
         self.tmp, self.moto, self.aws, self._node = tmp_path, moto, aws, node

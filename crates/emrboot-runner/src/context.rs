@@ -64,32 +64,32 @@ impl Ctx {
     }
 
     pub async fn ec2(&self) -> anyhow::Result<Arc<dyn Ec2>> {
-        let ec2 = self
-            .ec2
-            .get_or_try_init(|| async {
-                let c = self.aws.ec2().await?;
-                anyhow::Ok(Arc::new(c) as Arc<dyn Ec2>)
-            })
-            .await?;
-        Ok(ec2.clone())
+        once(&self.ec2, || async {
+            anyhow::Ok(Arc::new(self.aws.ec2().await?) as Arc<dyn Ec2>)
+        })
+        .await
     }
 
     pub async fn s3(&self) -> anyhow::Result<Arc<S3>> {
-        let s3 = self
-            .s3
-            .get_or_try_init(|| async { anyhow::Ok(Arc::new(self.aws.s3().await?)) })
-            .await?;
-        Ok(s3.clone())
+        once(&self.s3, || async {
+            anyhow::Ok(Arc::new(self.aws.s3().await?))
+        })
+        .await
     }
 
     pub async fn efs(&self) -> anyhow::Result<Arc<dyn Efs>> {
-        let efs = self
-            .efs
-            .get_or_try_init(|| async {
-                let c = self.aws.efs().await?;
-                anyhow::Ok(Arc::new(c) as Arc<dyn Efs>)
-            })
-            .await?;
-        Ok(efs.clone())
+        once(&self.efs, || async {
+            anyhow::Ok(Arc::new(self.aws.efs().await?) as Arc<dyn Efs>)
+        })
+        .await
     }
+}
+
+/// The handle in `cell`, built by `build` on first use; a failed build is tried again next time.
+async fn once<T: ?Sized, F, Fut>(cell: &OnceCell<Arc<T>>, build: F) -> anyhow::Result<Arc<T>>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Arc<T>>>,
+{
+    Ok(cell.get_or_try_init(build).await?.clone())
 }
