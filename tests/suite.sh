@@ -36,5 +36,7 @@ export EMRBOOT_STATIC_BIN="$EMRBOOT_BIN"
 # -n 3 (pytest-xdist): most bench tests wait on moto, timeouts, throttling or the VM rather
 # than the CPU, so three workers on two cores take about a third of the serial time. Every
 # fixture is safe for it: free ports, namespaces named by worker pid, chroot and stand-in
-# builds under a file lock. --durations: the slowest tests in the log, for the time budget.
-.bench/venv/bin/pytest tests -q -p no:cacheprovider -n 3 --durations=30 "$@"
+# builds under a file lock. --dist worksteal: an idle worker takes queued tests from a busy one,
+# so the two-minute tests do not leave the run waiting on one worker at the end. --durations:
+# the slowest tests in the log, for the time budget.
+.bench/venv/bin/pytest tests -q -p no:cacheprovider -n 3 --dist worksteal --durations=30 "$@"

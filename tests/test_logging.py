@@ -20,6 +20,12 @@ def test_json_logs_name_phase_and_outcome(node, scratch_root, tmp_path):
                 and r["fields"].get("outcome") == "changed"]
         assert done, f"no install/changed record in {where}: {records}"
         assert all("level" in r and "timestamp" in r for r in records)
+        # The runner's span: every line logged while a phase works carries that phase, its own
+        # field (where it has one) agreeing.
+        assert all(r.get("span", {}).get("phase") == "install" for r in done), done
+        in_span = [r for r in records if r.get("span", {}).get("name") == "phase"]
+        assert all(r["fields"].get("phase", r["span"]["phase"]) == r["span"]["phase"]
+                   for r in in_span), in_span
 
 
 def test_text_logs_go_to_stderr_and_the_file(node, scratch_root, tmp_path):
@@ -30,5 +36,6 @@ def test_text_logs_go_to_stderr_and_the_file(node, scratch_root, tmp_path):
     log = n.log_file.read_text()
     for text in (cp.stderr, log):
         assert 'phase="install"' in text or "phase=install" in text
+        assert "phase{phase=install}" in text, "the runner's span names the phase"
         assert "\x1b[" not in text, "no colour codes when not on a terminal"
     assert oct(n.log_file.stat().st_mode & 0o777) in ("0o640", "0o600")

@@ -214,6 +214,10 @@ def make_handler(emu):
 
         def send(self, status, body="", ctype="text/plain", headers=()):
             data = body.encode() if isinstance(body, str) else body
+            self.status = status
+            # Logged before the first byte goes out: a client that has its answer and then reads
+            # /_emu/log must find this request there.
+            self.record()
             self.send_response(status)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(data)))
@@ -221,7 +225,15 @@ def make_handler(emu):
                 self.send_header(k, v)
             self.end_headers()
             self.wfile.write(data)
-            self.status = status
+
+        def record(self):
+            if self.hit is None:  # a control request, or this request is already logged
+                return
+            with emu.lock:
+                emu.log.append({"method": self.method, "path": self.emu_path,
+                                "status": self.status,
+                                **({"faults": sorted(self.hit)} if self.hit else {})})
+            self.hit = None
 
         def body_json(self):
             n = int(self.headers.get("Content-Length") or 0)
@@ -229,12 +241,14 @@ def make_handler(emu):
 
         def handle_one(self, method):
             self.status = None
+            self.hit = None
             path = re.sub(r"/{2,}", "/", self.path.split("?", 1)[0])
             if path.startswith("/_emu/"):
                 return self.control(method, path)
             if method == "PUT" and self.headers.get("Content-Length"):
                 self.rfile.read(int(self.headers["Content-Length"]))
             hit = emu.take_faults(path)
+            self.method, self.emu_path, self.hit = method, path, hit
             try:
                 time.sleep(hit.get("delay_s", 0))
                 if hit.get("drop"):
@@ -247,9 +261,7 @@ def make_handler(emu):
                     self.serve(method, path)
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True
-            with emu.lock:
-                emu.log.append({"method": method, "path": path, "status": self.status,
-                                **({"faults": sorted(hit)} if hit else {})})
+            self.record()  # a dropped request sent nothing, so it is logged here
 
         def serve(self, method, path):
             if method == "PUT":

@@ -1,5 +1,5 @@
 //! The phases of emrboot, one module each. Their order is `PhaseName::ORDER`; this crate only
-//! says which phases are built.
+//! says which type implements each (`phase`, which the runner is handed).
 
 // The async state machines of the phases nest the SDK's futures deeply; release builds need
 // more than the default 128 levels to lay them out.
@@ -24,9 +24,4 @@ pub fn phase(name: PhaseName) -> Box<dyn Phase> {
         PhaseName::IpTakeover => Box::new(ip_takeover::IpTakeover::default()),
         PhaseName::ShutdownHook => Box::new(shutdown_hook::ShutdownHook),
     }
-}
-
-/// Every phase, in `PhaseName::ORDER` (the one place the order is written).
-pub fn all() -> Vec<Box<dyn Phase>> {
-    PhaseName::ORDER.into_iter().map(phase).collect()
 }

@@ -1,11 +1,14 @@
 //! What every phase can see: the config, the node's facts, and the doors to the outside
 //! systems. Doors to AWS open lazily, once per run, so that a run needing none makes no AWS
-//! call and a run needing one builds its client once: `ctx.ec2()`, `ctx.s3()`, `ctx.efs()`.
+//! call and a run needing one builds its client once: `ctx.ec2()`, `ctx.s3()`, `ctx.efs()`;
+//! the node's own netlink socket and iptables the same way: `ctx.netlink()`, `ctx.nat()`.
 
 use crate::state::StateDir;
 use emrboot_aws::{Aws, Ec2, Efs, S3};
 use emrboot_config::{Config, Role};
 use emrboot_node::{Imds, NodeInfo};
+use emrboot_os::nat::Nat;
+use emrboot_os::netlink::Netlink;
 use emrboot_os::Root;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,6 +37,8 @@ pub struct Ctx {
     ec2: OnceCell<Arc<dyn Ec2>>,
     s3: OnceCell<Arc<S3>>,
     efs: OnceCell<Arc<dyn Efs>>,
+    netlink: OnceCell<Arc<Netlink>>,
+    nat: OnceCell<Arc<Nat>>,
 }
 
 impl Ctx {
@@ -60,6 +65,8 @@ impl Ctx {
             ec2: OnceCell::new(),
             s3: OnceCell::new(),
             efs: OnceCell::new(),
+            netlink: OnceCell::new(),
+            nat: OnceCell::new(),
         }
     }
 
@@ -80,6 +87,22 @@ impl Ctx {
     pub async fn efs(&self) -> anyhow::Result<Arc<dyn Efs>> {
         once(&self.efs, || async {
             anyhow::Ok(Arc::new(self.aws.efs().await?) as Arc<dyn Efs>)
+        })
+        .await
+    }
+
+    /// A netlink socket in this process's network namespace (interfaces, addresses).
+    pub async fn netlink(&self) -> anyhow::Result<Arc<Netlink>> {
+        once(&self.netlink, || async {
+            anyhow::Ok(Arc::new(Netlink::connect()?))
+        })
+        .await
+    }
+
+    /// The iptables binary, probed once (which one, and what it supports).
+    pub async fn nat(&self) -> anyhow::Result<Arc<Nat>> {
+        once(&self.nat, || async {
+            anyhow::Ok(Arc::new(Nat::new().await?))
         })
         .await
     }

@@ -8,6 +8,7 @@ use crate::{exit_code, Ctx};
 use emrboot_config::PhaseName;
 use emrboot_os::stop;
 use std::time::Instant;
+use tracing::Instrument;
 
 #[derive(Clone, Default)]
 pub struct RunOptions {
@@ -41,8 +42,19 @@ fn skip_reason(ctx: &Ctx, phase: PhaseName, only: Option<&[PhaseName]>) -> Optio
     None
 }
 
-fn find(phases: &[Box<dyn Phase>], name: PhaseName) -> Option<&dyn Phase> {
-    phases.iter().find(|p| p.name() == name).map(|p| p.as_ref())
+/// The phase for each name: `emrboot_phases::phase`, an exhaustive `match`, so every
+/// `PhaseName` has one and the runner has no "not implemented" case.
+pub type Phases = fn(PhaseName) -> Box<dyn Phase>;
+
+/// A phase that passed its checks, by its index in the run record; `Err`: the failure of its
+/// check, reported when its turn comes.
+type Queued = (usize, Result<Box<dyn Phase>, String>);
+
+/// The span every line about a phase is in (its check, plan and apply, and the runner's lines
+/// on its outcome), so that the phase's own lines, the SDK's retry lines and a child process's
+/// output all carry the phase.
+fn span(name: PhaseName) -> tracing::Span {
+    tracing::info_span!("phase", phase = %name)
 }
 
 /// What `plan` shows for one phase.
@@ -70,18 +82,18 @@ pub struct PlanReport {
 }
 
 /// Every phase in order with the actions it would take or why it is skipped. Read-only.
-pub async fn plan(ctx: &Ctx, phases: &[Box<dyn Phase>], only: Option<&[PhaseName]>) -> PlanReport {
+pub async fn plan(ctx: &Ctx, phases: Phases, only: Option<&[PhaseName]>) -> PlanReport {
     let mut out = Vec::new();
     let mut invalid = false;
     let mut listed = std::collections::HashSet::new();
     for name in PhaseName::ORDER {
         let required = ctx.config.common(name).is_none_or(|c| c.required);
-        let planned = match (skip_reason(ctx, name, only), find(phases, name)) {
-            (Some(reason), _) => PlannedPhase::Skip(reason),
-            (None, None) => PlannedPhase::Error("not implemented".into()),
-            (None, Some(phase)) => match phase.check(ctx).await {
+        let phase = phases(name);
+        let planned = match skip_reason(ctx, name, only) {
+            Some(reason) => PlannedPhase::Skip(reason),
+            None => match phase.check(ctx).instrument(span(name)).await {
                 Ok(Precheck::Skip(reason)) => PlannedPhase::Skip(reason),
-                Ok(Precheck::Run) => match phase.plan(ctx).await {
+                Ok(Precheck::Run) => match phase.plan(ctx).instrument(span(name)).await {
                     // Phases share some steps (ip-takeover writes shutdown-hook's action before
                     // it moves the IP): a step an earlier phase takes is done when a later one
                     // looks, so it is listed once, where the run takes it.
@@ -136,7 +148,7 @@ async fn save(ctx: &Ctx, opts: &RunOptions, record: &mut RunRecord) {
     }
 }
 
-pub async fn run(ctx: &Ctx, phases: &[Box<dyn Phase>], opts: &RunOptions) -> RunReport {
+pub async fn run(ctx: &Ctx, phases: Phases, opts: &RunOptions) -> RunReport {
     let mut record = RunRecord {
         started_at: now_rfc3339(),
         finished_at: None,
@@ -152,14 +164,13 @@ pub async fn run(ctx: &Ctx, phases: &[Box<dyn Phase>], opts: &RunOptions) -> Run
     for name in PhaseName::ORDER {
         let required = ctx.config.common(name).is_none_or(|c| c.required);
         let reason = skip_reason(ctx, name, opts.only.as_deref());
-        let phase = find(phases, name);
         let outcome = if reason.is_some() {
             Outcome::Skipped
         } else {
             Outcome::Pending
         };
         if let Some(r) = &reason {
-            tracing::info!(phase = %name, outcome = "skipped", "{r}");
+            span(name).in_scope(|| tracing::info!(phase = %name, outcome = "skipped", "{r}"));
         }
         record.phases.push(PhaseRecord {
             phase: name,
@@ -172,37 +183,36 @@ pub async fn run(ctx: &Ctx, phases: &[Box<dyn Phase>], opts: &RunOptions) -> Run
             error: None,
         });
         if outcome == Outcome::Pending {
-            selected.push((record.phases.len() - 1, phase));
+            selected.push((record.phases.len() - 1, phases(name)));
         }
     }
 
     save(ctx, opts, &mut record).await;
     // Check every selected phase before any of them changes the node. A config or environment
-    // error (Invalid) ends the run here, untouched; any other failure of a check (a phase not
-    // built, IMDS down) fails that phase in its turn, after the phases before it have run.
+    // error (Invalid) ends the run here, untouched; any other failure of a check (IMDS down)
+    // fails that phase in its turn, after the phases before it have run.
     let mut invalid = false;
-    let mut queue: Vec<(usize, Result<&dyn Phase, String>)> = Vec::new();
+    let mut queue: Vec<Queued> = Vec::new();
     for (i, phase) in selected {
         let rec = &mut record.phases[i];
-        let Some(phase) = phase else {
-            queue.push((i, Err("not implemented".into())));
-            continue;
-        };
-        match phase.check(ctx).await {
+        match phase.check(ctx).instrument(span(rec.phase)).await {
             Ok(Precheck::Run) => queue.push((i, Ok(phase))),
             Ok(Precheck::Skip(reason)) => {
-                tracing::info!(phase = %rec.phase, outcome = "skipped", "{reason}");
+                span(rec.phase).in_scope(
+                    || tracing::info!(phase = %rec.phase, outcome = "skipped", "{reason}"),
+                );
                 rec.outcome = Outcome::Skipped;
                 rec.reason = Some(reason);
             }
             Err(e) if e.kind == ErrorKind::Invalid && !rec.required => {
                 // Optional: logged and shown by status; the rest of the run goes on.
-                tracing::error!(phase = %rec.phase, outcome = "failed", required = false, "{e}");
+                span(rec.phase).in_scope(|| tracing::error!(phase = %rec.phase, outcome = "failed", required = false, "{e}"));
                 rec.outcome = Outcome::Failed;
                 rec.error = Some(e.to_string());
             }
             Err(e) if e.kind == ErrorKind::Invalid => {
-                tracing::error!(phase = %rec.phase, outcome = "invalid", "{e}");
+                span(rec.phase)
+                    .in_scope(|| tracing::error!(phase = %rec.phase, outcome = "invalid", "{e}"));
                 rec.outcome = Outcome::Failed;
                 rec.error = Some(e.to_string());
                 invalid = true;
@@ -239,7 +249,7 @@ pub async fn run(ctx: &Ctx, phases: &[Box<dyn Phase>], opts: &RunOptions) -> Run
             let rec = &mut record.phases[i];
             rec.outcome = Outcome::Interrupted;
             rec.error = Some(format!("not started: {why}"));
-            tracing::warn!(phase = %name, outcome = "interrupted", "stopping before this phase");
+            span(name).in_scope(|| tracing::warn!(phase = %name, outcome = "interrupted", "stopping before this phase"));
             return finish(ctx, opts, record, exit_code::FAILED, rest, STOPPED).await;
         }
         record.phases[i].outcome = Outcome::Running;
@@ -247,7 +257,11 @@ pub async fn run(ctx: &Ctx, phases: &[Box<dyn Phase>], opts: &RunOptions) -> Run
         save(ctx, opts, &mut record).await;
         let start = Instant::now();
         let result = match phase {
-            Ok(phase) => phase.apply(ctx).await.map_err(|e| e.to_string()),
+            Ok(phase) => phase
+                .apply(ctx)
+                .instrument(span(name))
+                .await
+                .map_err(|e| e.to_string()),
             Err(e) => Err(e.clone()),
         };
         let rec = &mut record.phases[i];
@@ -259,7 +273,7 @@ pub async fn run(ctx: &Ctx, phases: &[Box<dyn Phase>], opts: &RunOptions) -> Run
                 } else {
                     Outcome::Changed
                 };
-                tracing::info!(phase = %name, outcome = rec.outcome.as_str(), actions = actions.len(), "phase done");
+                span(name).in_scope(|| tracing::info!(phase = %name, outcome = rec.outcome.as_str(), actions = actions.len(), "phase done"));
                 let marker = serde_json::json!({
                     "phase": name,
                     "finished_at": now_rfc3339(),
@@ -269,18 +283,21 @@ pub async fn run(ctx: &Ctx, phases: &[Box<dyn Phase>], opts: &RunOptions) -> Run
                     ctx.state
                         .write_marker(&ctx.node.instance_id, name, &ctx.config, &marker)
                 {
-                    tracing::error!(phase = %name, error = %e, "cannot write the marker");
+                    span(name).in_scope(
+                        || tracing::error!(phase = %name, error = %e, "cannot write the marker"),
+                    );
                 }
                 rec.actions = actions;
             }
             Err(e) if stop_reason(ctx).is_some() => {
-                tracing::warn!(phase = %name, outcome = "interrupted", "{e}");
+                span(name)
+                    .in_scope(|| tracing::warn!(phase = %name, outcome = "interrupted", "{e}"));
                 rec.outcome = Outcome::Interrupted;
                 rec.error = Some(e);
                 return finish(ctx, opts, record, exit_code::FAILED, rest, STOPPED).await;
             }
             Err(e) => {
-                tracing::error!(phase = %name, outcome = "failed", required = rec.required, "{e}");
+                span(name).in_scope(|| tracing::error!(phase = %name, outcome = "failed", required = rec.required, "{e}"));
                 rec.outcome = Outcome::Failed;
                 rec.error = Some(e);
                 if rec.required {

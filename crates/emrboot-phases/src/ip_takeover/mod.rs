@@ -11,7 +11,7 @@ use emrboot_aws::Ec2;
 use emrboot_config::{IpTakeover as Cfg, PhaseName};
 use emrboot_node::{Imds, NetworkFacts};
 use emrboot_os::nat;
-use emrboot_os::netlink::{Link, Netlink};
+use emrboot_os::netlink::Link;
 use emrboot_runner::{Ctx, Phase, PhaseError, Precheck};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -202,7 +202,7 @@ impl IpTakeover {
                 let cfg = config(ctx)?;
                 let net = ctx.imds.network().await.map_err(PhaseError::invalid)?;
                 check_network(cfg, &net)?;
-                let nl = Netlink::connect()?;
+                let nl = ctx.netlink().await?;
                 let link = nl.link_by_mac(&net.mac).await.map_err(PhaseError::invalid)?;
                 let ec2 = ctx.ec2().await?;
                 let holder = find_holder(ec2.as_ref(), cfg, &net).await?;
@@ -242,13 +242,16 @@ impl Phase for IpTakeover {
             actions.push(assign_action(cfg, &a.net, &a.holder));
             actions.push(imds_wait_action(cfg, &a.net));
         }
-        if !Netlink::connect()?
+        if !ctx
+            .netlink()
+            .await?
             .has_address(&a.link, cfg.address, 32)
             .await?
         {
             actions.push(addr_action(cfg, &a.link));
         }
-        let have = nat::Nat::new()
+        let have = ctx
+            .nat()
             .await?
             .present(cfg.address, a.net.primary_ip)
             .await?;
@@ -300,7 +303,7 @@ impl Phase for IpTakeover {
             actions.push(imds_wait_action(cfg, &a.net));
         }
         owned.stop_if_released().await?;
-        let nl = Netlink::connect()?;
+        let nl = ctx.netlink().await?;
         owned.changed = true;
         if nl.add_address(&a.link, cfg.address, 32).await? {
             let action = addr_action(cfg, &a.link);
@@ -309,7 +312,8 @@ impl Phase for IpTakeover {
         }
         for chain in nat::CHAINS {
             owned.stop_if_released().await?;
-            if nat::Nat::new()
+            if ctx
+                .nat()
                 .await?
                 .ensure_in(chain, cfg.address, a.net.primary_ip)
                 .await?

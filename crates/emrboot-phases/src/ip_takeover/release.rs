@@ -2,6 +2,9 @@
 //! stop (the owner handshake over `ip.lock` and `release-requested`).
 
 use super::*;
+// release-ip has no Ctx (it needs no role or info files, and a 50 s bound), so it opens its
+// own netlink socket and probes iptables itself.
+use emrboot_os::netlink::Netlink;
 
 /// How long ip-takeover waits for a release-ip (or another run's ip-takeover) to let go.
 pub(super) const OWNER_WAIT: Duration = Duration::from_secs(60);

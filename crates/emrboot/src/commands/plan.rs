@@ -8,8 +8,7 @@ use emrboot_runner::{Ctx, PlanReport};
 /// For this node: the role, then each phase in order with its actions or why it is skipped.
 pub async fn plan(g: &Global, src: &str, only: Option<Vec<PhaseName>>, json: bool) -> CmdResult {
     let ctx = super::context(g, src, Budget::Bootstrap).await?.ctx;
-    let phases = emrboot_phases::all();
-    let report = emrboot_runner::plan(&ctx, &phases, only.as_deref()).await;
+    let report = emrboot_runner::plan(&ctx, emrboot_phases::phase, only.as_deref()).await;
     if json {
         println!("{:#}", as_json(&ctx, &report));
     } else {

@@ -28,7 +28,6 @@ pub async fn run(g: &Global, src: &str, only: Option<Vec<PhaseName>>) -> CmdResu
     {
         tracing::warn!("release-ip ran while this run waited to start: it stops before any phase");
     }
-    let phases = emrboot_phases::all();
     let sink = crate::report::Publisher::for_node(&ctx, &text, g.log_file.clone())
         .await
         .map(|p| std::sync::Arc::new(p) as std::sync::Arc<dyn emrboot_runner::sink::RecordSink>);
@@ -39,7 +38,7 @@ pub async fn run(g: &Global, src: &str, only: Option<Vec<PhaseName>>) -> CmdResu
         // Kept for release-ip and the boot unit, which must work without S3.
         keep_config: Some(text),
     };
-    let report = emrboot_runner::run(&ctx, &phases, &opts).await;
+    let report = emrboot_runner::run(&ctx, emrboot_phases::phase, &opts).await;
     tracing::info!(exit_code = report.exit_code, "run finished");
     Ok(report.exit_code)
 }
