@@ -21,6 +21,7 @@ STATIC = Path(os.environ.get("EMRBOOT_STATIC_BIN",
                              REPO / "target" / "x86_64-unknown-linux-gnu" / "debug" / "emrboot"))
 sys.path.insert(0, str(REPO / "tests" / "bench"))
 import bench  # noqa: E402
+from helpers import phase  # noqa: E402
 
 MP = "/practice-efs"
 
@@ -51,7 +52,9 @@ ENV = ("export AWS_REGION=ap-northeast-2 AWS_ACCESS_KEY_ID=testing AWS_SECRET_AC
        "mkdir -p /var/log /var/lib/emrboot\n")
 
 RUN_TWICE = ENV + f"""
+echo "PLAN0-BEGIN"; emrboot plan --config /etc/emrboot.toml --only efs-mount --json 2>/dev/null; echo "PLAN0-END"
 emrboot run --config /etc/emrboot.toml --only efs-mount; echo "RUN1=$?"
+echo "STATUS1-BEGIN"; emrboot status --json; echo "STATUS1-END"
 echo "MOUNTINFO: $(grep ' {MP} ' /proc/self/mountinfo)"
 printf 'written in the guest\\n' > {MP}/from-guest.txt || echo "WRITE FAILED"
 emrboot run --config /etc/emrboot.toml --only efs-mount; echo "RUN2=$?"
@@ -84,6 +87,14 @@ def test_efs_mount_in_a_real_kernel_then_a_second_run_skips(vmkit, imds, aws, st
                      imds_port=imds.port, timeout=240)
     assert not res.timed_out and res.exit == 0, res
     assert "RUN1=0" in res.console, res
+    # plan and run share one converge path: the first run took exactly the actions plan
+    # listed on the fresh node (the chown planned as conditional, as the root's owner is
+    # unknown before the mount; here it differs, so the run took it).
+    planned0 = phase(json.loads(section(res.console, "PLAN0")), "efs-mount")
+    done1 = phase(json.loads(section(res.console, "STATUS1")), "efs-mount")
+    assert planned0["actions"] and done1["outcome"] == "changed", (planned0, done1)
+    assert [a.replace(" (if the mounted root differs)", "") for a in planned0["actions"]] == \
+        done1["actions"], (planned0, done1)
     # Verified where it counts: the kernel's mount table.
     assert re.search(rf"MOUNTINFO: .* {MP} .* - nfs4 {vm.NFS_NAME}:/ ", res.console), res
     # A file written in the guest is in the export on the host.
@@ -93,12 +104,10 @@ def test_efs_mount_in_a_real_kernel_then_a_second_run_skips(vmkit, imds, aws, st
     assert (st.st_uid, st.st_gid) == (vm.HADOOP_UID, 0)
     # The second run skips the mount: unchanged, still one mount.
     assert "RUN2=0" in res.console, res
-    status = json.loads(section(res.console, "STATUS"))
-    efs = [p for p in status["phases"] if p["phase"] == "efs-mount"][0]
+    efs = phase(json.loads(section(res.console, "STATUS")), "efs-mount")
     assert efs["outcome"] == "unchanged", efs
     # ...and plan on the converged node lists nothing, not even a conditional chown.
-    plan = json.loads(section(res.console, "PLAN"))
-    planned = [p for p in plan["phases"] if p["phase"] == "efs-mount"][0]
+    planned = phase(json.loads(section(res.console, "PLAN")), "efs-mount")
     assert (planned["result"], planned["actions"]) == ("converged", []), planned
     assert "MOUNTS: 1" in res.console, res
     # fstab: the rest kept byte for byte, one managed line.

@@ -236,6 +236,20 @@ impl Phase for EfsMount {
     }
 
     async fn plan(&self, ctx: &Ctx) -> Result<Vec<String>, PhaseError> {
+        self.converge(ctx, true).await
+    }
+
+    async fn apply(&self, ctx: &Ctx) -> Result<Vec<String>, PhaseError> {
+        self.converge(ctx, false).await
+    }
+}
+
+impl EfsMount {
+    /// plan (DRY_RUN: list) and apply (do) in one path: each action is decided here once, from
+    /// the node's state, so apply takes the actions plan listed and plan on a converged node is
+    /// empty. One difference is in the nature of things: before the mount, who owns the file
+    /// system's root is unknown, so plan lists the chown as conditional.
+    async fn converge(&self, ctx: &Ctx, dry_run: bool) -> Result<Vec<String>, PhaseError> {
         let cfg = config(ctx)?;
         let t = self.target(ctx).await?;
         let mp = Self::mount_point(ctx, cfg);
@@ -247,52 +261,27 @@ impl Phase for EfsMount {
             } else {
                 String::new()
             };
-            a.push(format!("wait for TCP {}:{NFS_PORT}{via}", t.host));
-            a.push(format!(
-                "mount -t nfs4 -o {} {} {}",
-                cfg.options,
-                t.source(),
-                mp.display()
-            ));
-        }
-        if let Some(o) = &cfg.owner {
-            if !mounted {
-                // Who owns the file system's root is known only once it is mounted.
-                a.push(format!(
-                    "chown {o} {} (if the mounted root differs)",
-                    mp.display()
-                ));
-            } else if !Self::owned_by(&mp, o)? {
-                a.push(format!("chown {o} {}", mp.display()));
+            let bound = Duration::from_secs(cfg.timeout_secs);
+            if !dry_run {
+                mount::wait_tcp(&t.host, NFS_PORT, bound).await?;
             }
-        }
-        if Self::fstab_changes(ctx, cfg, t) {
-            a.push(format!(
-                "fstab {}: {}",
-                cfg.fstab.display(),
-                Self::fstab_line(cfg, t)
-            ));
-        }
-        a.extend(per_boot::ensure_boot_unit(ctx, true)?);
-        Ok(a)
-    }
-
-    async fn apply(&self, ctx: &Ctx) -> Result<Vec<String>, PhaseError> {
-        let cfg = config(ctx)?;
-        let t = self.target(ctx).await?;
-        let mp = Self::mount_point(ctx, cfg);
-        let mut a = Vec::new();
-        if !self.mounted(ctx, cfg, t)? {
-            mount::wait_tcp(&t.host, NFS_PORT, Duration::from_secs(cfg.timeout_secs)).await?;
-            std::fs::create_dir_all(&mp).with_context(|| format!("create {}", mp.display()))?;
-            self.mount_with_retries(ctx, cfg, t).await?;
-            a.push(format!(
+            Self::did(
+                &mut a,
+                format!("wait for TCP {}:{NFS_PORT}{via}", t.host),
+                dry_run,
+            );
+            if !dry_run {
+                std::fs::create_dir_all(&mp).with_context(|| format!("create {}", mp.display()))?;
+                self.mount_with_retries(ctx, cfg, t).await?;
+            }
+            let mount = format!(
                 "mount -t nfs4 -o {} {} {}",
                 cfg.options,
                 t.source(),
                 mp.display()
-            ));
-        } else {
+            );
+            Self::did(&mut a, mount, dry_run);
+        } else if !dry_run {
             tracing::info!(
                 phase = "efs-mount",
                 outcome = "unchanged",
@@ -302,26 +291,46 @@ impl Phase for EfsMount {
             );
         }
         if let Some(o) = &cfg.owner {
-            if !Self::owned_by(&mp, o)? {
-                let (uid, gid) = owner_ids(o)?;
-                std::os::unix::fs::chown(&mp, Some(uid), Some(gid))
-                    .with_context(|| format!("chown {o} {}", mp.display()))?;
-                a.push(format!("chown {o} {}", mp.display()));
+            if dry_run && !mounted {
+                a.push(format!(
+                    "chown {o} {} (if the mounted root differs)",
+                    mp.display()
+                ));
+            } else if !Self::owned_by(&mp, o)? {
+                if !dry_run {
+                    let (uid, gid) = owner_ids(o)?;
+                    std::os::unix::fs::chown(&mp, Some(uid), Some(gid))
+                        .with_context(|| format!("chown {o} {}", mp.display()))?;
+                }
+                Self::did(&mut a, format!("chown {o} {}", mp.display()), dry_run);
             }
         }
-        let fstab_path = ctx.root.join(&cfg.fstab);
-        if fstab::ensure(&fstab_path, &cfg.mount_point, &Self::fstab_line(cfg, t))? {
-            a.push(format!(
-                "fstab {}: {}",
-                cfg.fstab.display(),
-                Self::fstab_line(cfg, t)
-            ));
+        let line = Self::fstab_line(cfg, t);
+        let fstab_changed = if dry_run {
+            Self::fstab_changes(ctx, cfg, t)
+        } else {
+            fstab::ensure(&ctx.root.join(&cfg.fstab), &cfg.mount_point, &line)?
+        };
+        if fstab_changed {
+            Self::did(
+                &mut a,
+                format!("fstab {}: {line}", cfg.fstab.display()),
+                dry_run,
+            );
         }
-        a.extend(per_boot::ensure_boot_unit(ctx, false)?);
-        for action in &a {
-            tracing::info!(phase = "efs-mount", outcome = "changed", "{action}");
+        let unit = per_boot::ensure_boot_unit(ctx, dry_run)?;
+        for action in unit {
+            Self::did(&mut a, action, dry_run);
         }
         Ok(a)
+    }
+
+    /// Records ACTION; when it was done (not only planned), logs it as it happens.
+    fn did(actions: &mut Vec<String>, action: String, dry_run: bool) {
+        if !dry_run {
+            tracing::info!(phase = "efs-mount", outcome = "changed", "{action}");
+        }
+        actions.push(action);
     }
 }
 
