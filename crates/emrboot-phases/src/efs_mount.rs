@@ -261,8 +261,8 @@ impl EfsMount {
             } else {
                 String::new()
             };
-            let bound = Duration::from_secs(cfg.timeout_secs);
             if !dry_run {
+                let bound = Duration::from_secs(cfg.timeout_secs);
                 mount::wait_tcp(&t.host, NFS_PORT, bound).await?;
             }
             Self::did(

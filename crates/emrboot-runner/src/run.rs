@@ -50,9 +50,9 @@ pub type Phases = fn(PhaseName) -> Box<dyn Phase>;
 /// check, reported when its turn comes.
 type Queued = (usize, Result<Box<dyn Phase>, String>);
 
-/// The span every line about a phase is in (its check, plan and apply, and the runner's lines
-/// on its outcome), so that the phase's own lines, the SDK's retry lines and a child process's
-/// output all carry the phase.
+/// The span a phase's check, plan and apply run in, so that every line logged meanwhile (the
+/// phase's own, the SDK's retry lines, a child process's output) carries the phase. The
+/// runner's own lines about a phase name it in their `phase` field.
 fn span(name: PhaseName) -> tracing::Span {
     tracing::info_span!("phase", phase = %name)
 }
@@ -89,11 +89,12 @@ pub async fn plan(ctx: &Ctx, phases: Phases, only: Option<&[PhaseName]>) -> Plan
     for name in PhaseName::ORDER {
         let required = ctx.config.common(name).is_none_or(|c| c.required);
         let phase = phases(name);
+        let span = span(name);
         let planned = match skip_reason(ctx, name, only) {
             Some(reason) => PlannedPhase::Skip(reason),
-            None => match phase.check(ctx).instrument(span(name)).await {
+            None => match phase.check(ctx).instrument(span.clone()).await {
                 Ok(Precheck::Skip(reason)) => PlannedPhase::Skip(reason),
-                Ok(Precheck::Run) => match phase.plan(ctx).instrument(span(name)).await {
+                Ok(Precheck::Run) => match phase.plan(ctx).instrument(span).await {
                     // Phases share some steps (ip-takeover writes shutdown-hook's action before
                     // it moves the IP): a step an earlier phase takes is done when a later one
                     // looks, so it is listed once, where the run takes it.
@@ -170,7 +171,7 @@ pub async fn run(ctx: &Ctx, phases: Phases, opts: &RunOptions) -> RunReport {
             Outcome::Pending
         };
         if let Some(r) = &reason {
-            span(name).in_scope(|| tracing::info!(phase = %name, outcome = "skipped", "{r}"));
+            tracing::info!(phase = %name, outcome = "skipped", "{r}");
         }
         record.phases.push(PhaseRecord {
             phase: name,
@@ -198,21 +199,18 @@ pub async fn run(ctx: &Ctx, phases: Phases, opts: &RunOptions) -> RunReport {
         match phase.check(ctx).instrument(span(rec.phase)).await {
             Ok(Precheck::Run) => queue.push((i, Ok(phase))),
             Ok(Precheck::Skip(reason)) => {
-                span(rec.phase).in_scope(
-                    || tracing::info!(phase = %rec.phase, outcome = "skipped", "{reason}"),
-                );
+                tracing::info!(phase = %rec.phase, outcome = "skipped", "{reason}");
                 rec.outcome = Outcome::Skipped;
                 rec.reason = Some(reason);
             }
             Err(e) if e.kind == ErrorKind::Invalid && !rec.required => {
                 // Optional: logged and shown by status; the rest of the run goes on.
-                span(rec.phase).in_scope(|| tracing::error!(phase = %rec.phase, outcome = "failed", required = false, "{e}"));
+                tracing::error!(phase = %rec.phase, outcome = "failed", required = false, "{e}");
                 rec.outcome = Outcome::Failed;
                 rec.error = Some(e.to_string());
             }
             Err(e) if e.kind == ErrorKind::Invalid => {
-                span(rec.phase)
-                    .in_scope(|| tracing::error!(phase = %rec.phase, outcome = "invalid", "{e}"));
+                tracing::error!(phase = %rec.phase, outcome = "invalid", "{e}");
                 rec.outcome = Outcome::Failed;
                 rec.error = Some(e.to_string());
                 invalid = true;
@@ -249,7 +247,7 @@ pub async fn run(ctx: &Ctx, phases: Phases, opts: &RunOptions) -> RunReport {
             let rec = &mut record.phases[i];
             rec.outcome = Outcome::Interrupted;
             rec.error = Some(format!("not started: {why}"));
-            span(name).in_scope(|| tracing::warn!(phase = %name, outcome = "interrupted", "stopping before this phase"));
+            tracing::warn!(phase = %name, outcome = "interrupted", "stopping before this phase");
             return finish(ctx, opts, record, exit_code::FAILED, rest, STOPPED).await;
         }
         record.phases[i].outcome = Outcome::Running;
@@ -273,7 +271,7 @@ pub async fn run(ctx: &Ctx, phases: Phases, opts: &RunOptions) -> RunReport {
                 } else {
                     Outcome::Changed
                 };
-                span(name).in_scope(|| tracing::info!(phase = %name, outcome = rec.outcome.as_str(), actions = actions.len(), "phase done"));
+                tracing::info!(phase = %name, outcome = rec.outcome.as_str(), actions = actions.len(), "phase done");
                 let marker = serde_json::json!({
                     "phase": name,
                     "finished_at": now_rfc3339(),
@@ -283,21 +281,18 @@ pub async fn run(ctx: &Ctx, phases: Phases, opts: &RunOptions) -> RunReport {
                     ctx.state
                         .write_marker(&ctx.node.instance_id, name, &ctx.config, &marker)
                 {
-                    span(name).in_scope(
-                        || tracing::error!(phase = %name, error = %e, "cannot write the marker"),
-                    );
+                    tracing::error!(phase = %name, error = %e, "cannot write the marker");
                 }
                 rec.actions = actions;
             }
             Err(e) if stop_reason(ctx).is_some() => {
-                span(name)
-                    .in_scope(|| tracing::warn!(phase = %name, outcome = "interrupted", "{e}"));
+                tracing::warn!(phase = %name, outcome = "interrupted", "{e}");
                 rec.outcome = Outcome::Interrupted;
                 rec.error = Some(e);
                 return finish(ctx, opts, record, exit_code::FAILED, rest, STOPPED).await;
             }
             Err(e) => {
-                span(name).in_scope(|| tracing::error!(phase = %name, outcome = "failed", required = rec.required, "{e}"));
+                tracing::error!(phase = %name, outcome = "failed", required = rec.required, "{e}");
                 rec.outcome = Outcome::Failed;
                 rec.error = Some(e);
                 if rec.required {

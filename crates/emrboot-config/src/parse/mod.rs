@@ -1,4 +1,5 @@
-//! The schema: which tables and keys exist, their types and their rules.
+//! The schema: which tables and keys exist, their types and their rules. The `[install]`
+//! table, the largest, is in `install.rs`; the helpers here are shared by both.
 
 use crate::names::Role;
 use crate::schema::*;
@@ -6,6 +7,9 @@ use crate::values;
 use crate::walker::{Field, TableReader, Walker};
 use std::collections::BTreeMap;
 use toml_edit::Item;
+
+mod install;
+use install::install;
 
 /// EC2 allows 50 tags per resource.
 pub const MAX_TAGS: usize = 50;
@@ -19,33 +23,25 @@ pub(crate) fn config(w: &mut Walker<'_>, root: &Item) -> Config {
     let Some(mut top) = w.table("", root, None) else {
         return cfg;
     };
-    if let Some(f) = top.field("install") {
-        cfg.install = w
-            .table(&f.path, f.item, f.span.clone())
-            .map(|t| install(w, t));
-    }
-    if let Some(f) = top.field("tags") {
-        cfg.tags = w
-            .table(&f.path, f.item, f.span.clone())
-            .and_then(|t| tags(w, t));
-    }
-    if let Some(f) = top.field("efs") {
-        cfg.efs = w
-            .table(&f.path, f.item, f.span.clone())
-            .and_then(|t| efs(w, t));
-    }
-    if let Some(f) = top.field("ip_takeover") {
-        cfg.ip_takeover = w
-            .table(&f.path, f.item, f.span.clone())
-            .and_then(|t| ip_takeover(w, t));
-    }
-    if let Some(f) = top.field("report") {
-        cfg.report = w
-            .table(&f.path, f.item, f.span.clone())
-            .and_then(|t| report(w, t));
-    }
+    cfg.install = sub_table(w, &mut top, "install", |w, t| Some(install(w, t)));
+    cfg.tags = sub_table(w, &mut top, "tags", tags);
+    cfg.efs = sub_table(w, &mut top, "efs", efs);
+    cfg.ip_takeover = sub_table(w, &mut top, "ip_takeover", ip_takeover);
+    cfg.report = sub_table(w, &mut top, "report", report);
     w.finish(top);
     cfg
+}
+
+/// The table at KEY in TOP, read by READ; `None` when it is absent, or not a table (reported).
+fn sub_table<'t, T>(
+    w: &mut Walker<'_>,
+    top: &mut TableReader<'t>,
+    key: &'static str,
+    read: impl FnOnce(&mut Walker<'_>, TableReader<'t>) -> Option<T>,
+) -> Option<T> {
+    let f = top.field(key)?;
+    let t = w.table(&f.path, f.item, f.span.clone())?;
+    read(w, t)
 }
 
 fn report(w: &mut Walker<'_>, t: TableReader<'_>) -> Option<Report> {
@@ -133,134 +129,6 @@ fn checked_array(
 
 fn any_string(_: &str) -> Result<(), String> {
     Ok(())
-}
-
-fn install(w: &mut Walker<'_>, mut t: TableReader<'_>) -> Install {
-    let common = common(w, &mut t, &Role::ALL);
-    let packages = t
-        .field("packages")
-        .map(|f| checked_array(w, &f, values::os_package_name))
-        .unwrap_or_default();
-    let timezone = t
-        .field("timezone")
-        .and_then(|f| checked(w, &f, |s| values::timezone(s).map(|_| s.to_string())));
-    let allow_http = t
-        .field("allow_http")
-        .and_then(|f| f.bool(w))
-        .unwrap_or(false);
-    let pip = t
-        .field("pip")
-        .and_then(|f| w.table(&f.path, f.item, f.span.clone()))
-        .map(|p| pip(w, p, allow_http));
-    let sources = t
-        .field("source")
-        .map(|f| source_builds(w, &f, allow_http))
-        .unwrap_or_default();
-    let cache = t
-        .field("cache")
-        .and_then(|f| w.table(&f.path, f.item, f.span.clone()))
-        .and_then(|c| build_cache(w, c));
-    w.finish(t);
-    Install {
-        common,
-        packages,
-        timezone,
-        allow_http,
-        pip,
-        sources,
-        cache,
-    }
-}
-
-fn pip(w: &mut Walker<'_>, mut t: TableReader<'_>, allow_http: bool) -> Pip {
-    let requirements = t
-        .field("requirements")
-        .and_then(|f| checked(w, &f, |s| values::location(s, allow_http, true)));
-    let packages = t
-        .field("packages")
-        .map(|f| checked_array(w, &f, values::package_name))
-        .unwrap_or_default();
-    let target = t
-        .field("target")
-        .and_then(|f| checked(w, &f, values::absolute_path));
-    w.finish(t);
-    Pip {
-        requirements,
-        packages,
-        target,
-    }
-}
-
-fn source_builds(w: &mut Walker<'_>, f: &Field<'_>, allow_http: bool) -> Vec<SourceBuild> {
-    let Some(aot) = f.item.as_array_of_tables() else {
-        f.wrong_type(w, "an array of tables ([[install.source]])");
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    let mut names: Vec<String> = Vec::new();
-    for (i, table) in aot.iter().enumerate() {
-        let path = format!("{}[{i}]", f.path);
-        let item = Item::Table(table.clone());
-        let Some(mut t) = w.table(&path, &item, table.span()) else {
-            continue;
-        };
-        let span = t.span();
-        let name = t.field("name").and_then(|f| {
-            checked(w, &f, |s| {
-                values::package_name(s).map_err(|_| format!("{s:?} is not a plain name"))?;
-                if names.iter().any(|n| n == s) {
-                    return Err(format!("a source named {s:?} is already defined"));
-                }
-                Ok(s.to_string())
-            })
-        });
-        let url = t
-            .field("url")
-            .and_then(|f| checked(w, &f, |s| values::location(s, allow_http, false)));
-        let sha256 = t
-            .field("sha256")
-            .and_then(|f| checked(w, &f, values::sha256));
-        let steps = |w: &mut Walker<'_>, t: &mut TableReader<'_>, key| {
-            t.field(key)
-                .map(|f| checked_array(w, &f, any_string))
-                .unwrap_or_default()
-        };
-        let build = steps(w, &mut t, "build");
-        let install = steps(w, &mut t, "install");
-        let post = steps(w, &mut t, "post");
-        let step_timeout_secs = t
-            .field("step_timeout_secs")
-            .and_then(|f| f.u64(w))
-            .unwrap_or(DEFAULT_STEP_TIMEOUT_SECS);
-        for (key, present) in [
-            ("name", name.is_some()),
-            ("url", url.is_some()),
-            ("sha256", sha256.is_some()),
-        ] {
-            if !present && t.field(key).is_none() {
-                w.error(span.clone(), format!("`{path}.{key}` is required"));
-            }
-        }
-        w.finish(t);
-        if let (Some(name), Some(url), Some(sha256)) = (name, url, sha256) {
-            names.push(name.clone());
-            out.push(SourceBuild {
-                name,
-                url,
-                sha256,
-                build,
-                install,
-                post,
-                step_timeout_secs,
-            });
-        }
-    }
-    out
-}
-
-fn build_cache(w: &mut Walker<'_>, t: TableReader<'_>) -> Option<BuildCache> {
-    let (bucket, prefix) = s3_only_table(w, t, "install.cache")?;
-    Some(BuildCache { bucket, prefix })
 }
 
 fn tags(w: &mut Walker<'_>, mut t: TableReader<'_>) -> Option<Tags> {
