@@ -1,7 +1,7 @@
 //! Loads the SDK's configuration once, from its standard sources only: AWS_REGION (else IMDS
 //! placement/region), AWS_ENDPOINT_URL[_<SERVICE>], the default credential chain.
 
-use emrboot_node::{Imds, ImdsError};
+use emrboot_node::{Imds, ImdsError, Metadata};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::OnceCell;

@@ -124,9 +124,11 @@ impl Imds {
             .get_or_insert_with(|| build_client(self.deadline))
             .clone()
     }
+}
 
-    /// A metadata value, `Ok(None)` when IMDS says 404.
-    pub async fn get(&self, path: &str) -> Result<Option<String>, ImdsError> {
+#[async_trait::async_trait]
+impl Metadata for Imds {
+    async fn get(&self, path: &str) -> Result<Option<String>, ImdsError> {
         let full = format!("/latest/{}", path.trim_start_matches('/'));
         if self.disabled {
             return Err(ImdsError::Disabled { path: full });
@@ -174,8 +176,16 @@ impl Imds {
             }
         }
     }
+}
 
-    pub async fn require(&self, path: &str) -> Result<String, ImdsError> {
+/// What IMDS answers, by path: [`Imds`] on a node, a fake in the phases' unit tests. Every
+/// value is read through `get`, so a fake answers paths and the helpers parse them alike.
+#[async_trait::async_trait]
+pub trait Metadata: Send + Sync {
+    /// A metadata value, `Ok(None)` when IMDS says 404.
+    async fn get(&self, path: &str) -> Result<Option<String>, ImdsError>;
+
+    async fn require(&self, path: &str) -> Result<String, ImdsError> {
         match self.get(path).await? {
             Some(v) => Ok(v.trim().to_string()),
             None => Err(ImdsError::Missing {
@@ -184,20 +194,20 @@ impl Imds {
         }
     }
 
-    pub async fn instance_id(&self) -> Result<String, ImdsError> {
+    async fn instance_id(&self) -> Result<String, ImdsError> {
         self.require("meta-data/instance-id").await
     }
 
-    pub async fn region(&self) -> Result<String, ImdsError> {
+    async fn region(&self) -> Result<String, ImdsError> {
         self.require("meta-data/placement/region").await
     }
 
-    pub async fn availability_zone(&self) -> Result<String, ImdsError> {
+    async fn availability_zone(&self) -> Result<String, ImdsError> {
         self.require("meta-data/placement/availability-zone").await
     }
 
     /// The addresses IMDS lists on the interface with this MAC, primary first.
-    pub async fn local_ipv4s(&self, mac: &str) -> Result<Vec<Ipv4Addr>, ImdsError> {
+    async fn local_ipv4s(&self, mac: &str) -> Result<Vec<Ipv4Addr>, ImdsError> {
         let path = format!("meta-data/network/interfaces/macs/{mac}/local-ipv4s");
         let text = self.require(&path).await?;
         text.split_whitespace()
@@ -206,7 +216,7 @@ impl Imds {
     }
 
     /// The primary interface: MAC, ENI id, subnet, addresses. Only IMDS, no EC2 call.
-    pub async fn network(&self) -> Result<NetworkFacts, ImdsError> {
+    async fn network(&self) -> Result<NetworkFacts, ImdsError> {
         let mac = self.require("meta-data/mac").await?;
         let base = format!("meta-data/network/interfaces/macs/{mac}");
         let interface_id = self.require(&format!("{base}/interface-id")).await?;

@@ -7,6 +7,6 @@ pub mod info;
 pub mod role;
 
 #[cfg(feature = "imds")]
-pub use imds::{Imds, ImdsError, NetworkFacts};
+pub use imds::{Imds, ImdsError, Metadata, NetworkFacts};
 pub use info::{InfoDirs, InfoError, NodeInfo};
 pub use role::{RoleError, RoleFinding};

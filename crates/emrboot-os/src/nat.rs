@@ -43,6 +43,32 @@ impl Op {
     }
 }
 
+/// The two DNAT rules of the fixed IP, as ip-takeover and release-ip use them: [`Nat`] on a
+/// node, a fake in the phases' unit tests.
+#[async_trait::async_trait]
+pub trait NatRules: Send + Sync {
+    /// Which of the two rules are present.
+    async fn present(
+        &self,
+        fixed: Ipv4Addr,
+        primary: Ipv4Addr,
+    ) -> Result<Vec<&'static str>, NatError>;
+    /// Adds the rule to `chain` if absent; `true` if it added it.
+    async fn ensure_in(
+        &self,
+        chain: &'static str,
+        fixed: Ipv4Addr,
+        primary: Ipv4Addr,
+    ) -> Result<bool, NatError>;
+    /// Removes the rules, every copy of them; returns the chains it removed from. A rule that
+    /// another process removed first (two release-ip at once) counts as removed by it.
+    async fn remove(
+        &self,
+        fixed: Ipv4Addr,
+        primary: Ipv4Addr,
+    ) -> Result<Vec<&'static str>, NatError>;
+}
+
 /// The iptables binary, probed once (`iptables --version`) and reused for every rule.
 pub struct Nat {
     cmd: &'static str,
@@ -113,9 +139,11 @@ impl Nat {
             Err(_) => Err(err(format!("no answer within {}s", BOUND.as_secs()))),
         }
     }
+}
 
-    /// Which of the two rules are present.
-    pub async fn present(
+#[async_trait::async_trait]
+impl NatRules for Nat {
+    async fn present(
         &self,
         fixed: Ipv4Addr,
         primary: Ipv4Addr,
@@ -132,8 +160,7 @@ impl Nat {
         Ok(out)
     }
 
-    /// Adds the rule to `chain` if absent; `true` if it added it.
-    pub async fn ensure_in(
+    async fn ensure_in(
         &self,
         chain: &'static str,
         fixed: Ipv4Addr,
@@ -148,9 +175,7 @@ impl Nat {
         self.ipt(Op::Append, chain, dnat_rule(fixed, primary)).await
     }
 
-    /// Removes the rules, every copy of them; returns the chains it removed from. A rule that
-    /// another process removed first (two release-ip at once) counts as removed by it.
-    pub async fn remove(
+    async fn remove(
         &self,
         fixed: Ipv4Addr,
         primary: Ipv4Addr,

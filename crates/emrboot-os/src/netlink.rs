@@ -23,6 +23,36 @@ pub struct Link {
     pub name: String,
 }
 
+/// The node's interfaces and addresses, as ip-takeover and release-ip use them: [`Netlink`] on
+/// a node, a fake in the phases' unit tests.
+#[async_trait::async_trait]
+pub trait Addresses: Send + Sync {
+    /// The interface with this MAC. Names differ between AMIs (eth0 on AL2, ens5 on AL2023);
+    /// the MAC is what IMDS and EC2 know.
+    async fn link_by_mac(&self, mac: &str) -> Result<Link, NetlinkError>;
+    async fn has_address(
+        &self,
+        link: &Link,
+        ip: Ipv4Addr,
+        prefix: u8,
+    ) -> Result<bool, NetlinkError>;
+    /// Adds `ip/prefix`; returns false when it was already there (amazon-ec2-net-utils on AL2023
+    /// adds the same /32 by itself once EC2 maps the IP, so racing it is normal).
+    async fn add_address(
+        &self,
+        link: &Link,
+        ip: Ipv4Addr,
+        prefix: u8,
+    ) -> Result<bool, NetlinkError>;
+    /// Removes `ip/prefix`; returns false when it was not there.
+    async fn remove_address(
+        &self,
+        link: &Link,
+        ip: Ipv4Addr,
+        prefix: u8,
+    ) -> Result<bool, NetlinkError>;
+}
+
 pub struct Netlink {
     handle: Handle,
 }
@@ -51,31 +81,6 @@ impl Netlink {
         Ok(Netlink { handle })
     }
 
-    /// The interface with this MAC. Names differ between AMIs (eth0 on AL2, ens5 on AL2023);
-    /// the MAC is what IMDS and EC2 know.
-    pub async fn link_by_mac(&self, mac: &str) -> Result<Link, NetlinkError> {
-        let want = mac.trim().to_ascii_lowercase();
-        let mut links = self.handle.link().get().execute();
-        while let Some(msg) = links.try_next().await.map_err(call("list links"))? {
-            let mut name = None;
-            let mut addr = None;
-            for a in &msg.attributes {
-                match a {
-                    LinkAttribute::IfName(n) => name = Some(n.clone()),
-                    LinkAttribute::Address(b) => addr = Some(mac_text(b)),
-                    _ => {}
-                }
-            }
-            if addr.as_deref() == Some(want.as_str()) {
-                return Ok(Link {
-                    index: msg.header.index,
-                    name: name.unwrap_or_default(),
-                });
-            }
-        }
-        Err(NetlinkError::NoSuchMac { mac: want })
-    }
-
     async fn find(
         &self,
         link: &Link,
@@ -99,8 +104,34 @@ impl Netlink {
         }
         Ok(None)
     }
+}
 
-    pub async fn has_address(
+#[async_trait::async_trait]
+impl Addresses for Netlink {
+    async fn link_by_mac(&self, mac: &str) -> Result<Link, NetlinkError> {
+        let want = mac.trim().to_ascii_lowercase();
+        let mut links = self.handle.link().get().execute();
+        while let Some(msg) = links.try_next().await.map_err(call("list links"))? {
+            let mut name = None;
+            let mut addr = None;
+            for a in &msg.attributes {
+                match a {
+                    LinkAttribute::IfName(n) => name = Some(n.clone()),
+                    LinkAttribute::Address(b) => addr = Some(mac_text(b)),
+                    _ => {}
+                }
+            }
+            if addr.as_deref() == Some(want.as_str()) {
+                return Ok(Link {
+                    index: msg.header.index,
+                    name: name.unwrap_or_default(),
+                });
+            }
+        }
+        Err(NetlinkError::NoSuchMac { mac: want })
+    }
+
+    async fn has_address(
         &self,
         link: &Link,
         ip: Ipv4Addr,
@@ -109,9 +140,7 @@ impl Netlink {
         Ok(self.find(link, ip, prefix).await?.is_some())
     }
 
-    /// Adds `ip/prefix`; returns false when it was already there (amazon-ec2-net-utils on AL2023
-    /// adds the same /32 by itself once EC2 maps the IP, so racing it is normal).
-    pub async fn add_address(
+    async fn add_address(
         &self,
         link: &Link,
         ip: Ipv4Addr,
@@ -135,8 +164,7 @@ impl Netlink {
         }
     }
 
-    /// Removes `ip/prefix`; returns false when it was not there.
-    pub async fn remove_address(
+    async fn remove_address(
         &self,
         link: &Link,
         ip: Ipv4Addr,

@@ -6,7 +6,7 @@ use anyhow::{anyhow, Context};
 use async_trait::async_trait;
 use emrboot_config::{Efs, EfsTarget, PhaseName};
 use emrboot_os::{fstab, mount};
-use emrboot_runner::{Ctx, Phase, PhaseError, Precheck};
+use emrboot_runner::{Actions, Ctx, Phase, PhaseError, Precheck};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 use tokio::sync::OnceCell;
@@ -76,7 +76,7 @@ async fn resolves(name: &str) -> bool {
 
 async fn resolve(ctx: &Ctx, cfg: &Efs) -> Result<Target, PhaseError> {
     // Only the region: a dns_name that resolves needs no AWS client at all.
-    let region = ctx.aws.region().await.map_err(PhaseError::invalid)?;
+    let region = ctx.doors.aws.region().await.map_err(PhaseError::invalid)?;
     let (name, fs_id) = dns_name(&cfg.target, &region);
     if resolves(&name).await {
         return Ok(Target {
@@ -89,11 +89,12 @@ async fn resolve(ctx: &Ctx, cfg: &Efs) -> Result<Target, PhaseError> {
         PhaseError::invalid(anyhow!("efs.dns_name {name} does not resolve, and it names no file system id to look up a mount target for"))
     })?;
     let az = ctx
+        .doors
         .imds
         .availability_zone()
         .await
         .map_err(PhaseError::invalid)?;
-    let efs = ctx.efs().await.map_err(PhaseError::invalid)?;
+    let efs = ctx.doors.efs().await.map_err(PhaseError::invalid)?;
     let ip = efs
         .mount_target_ip(&id, &az)
         .await?
@@ -253,7 +254,7 @@ impl EfsMount {
         let cfg = config(ctx)?;
         let t = self.target(ctx).await?;
         let mp = Self::mount_point(ctx, cfg);
-        let mut a = Vec::new();
+        let mut a = Actions::new(PhaseName::EfsMount, dry_run);
         let mounted = self.mounted(ctx, cfg, t)?;
         if !mounted {
             let via = if t.fallback {
@@ -265,11 +266,7 @@ impl EfsMount {
                 let bound = Duration::from_secs(cfg.timeout_secs);
                 mount::wait_tcp(&t.host, NFS_PORT, bound).await?;
             }
-            Self::did(
-                &mut a,
-                format!("wait for TCP {}:{NFS_PORT}{via}", t.host),
-                dry_run,
-            );
+            a.did(format!("wait for TCP {}:{NFS_PORT}{via}", t.host));
             if !dry_run {
                 std::fs::create_dir_all(&mp).with_context(|| format!("create {}", mp.display()))?;
                 self.mount_with_retries(ctx, cfg, t).await?;
@@ -280,7 +277,7 @@ impl EfsMount {
                 t.source(),
                 mp.display()
             );
-            Self::did(&mut a, mount, dry_run);
+            a.did(mount);
         } else if !dry_run {
             tracing::info!(
                 phase = "efs-mount",
@@ -292,7 +289,7 @@ impl EfsMount {
         }
         if let Some(o) = &cfg.owner {
             if dry_run && !mounted {
-                a.push(format!(
+                a.did(format!(
                     "chown {o} {} (if the mounted root differs)",
                     mp.display()
                 ));
@@ -302,7 +299,7 @@ impl EfsMount {
                     std::os::unix::fs::chown(&mp, Some(uid), Some(gid))
                         .with_context(|| format!("chown {o} {}", mp.display()))?;
                 }
-                Self::did(&mut a, format!("chown {o} {}", mp.display()), dry_run);
+                a.did(format!("chown {o} {}", mp.display()));
             }
         }
         let line = Self::fstab_line(cfg, t);
@@ -312,25 +309,10 @@ impl EfsMount {
             fstab::ensure(&ctx.root.join(&cfg.fstab), &cfg.mount_point, &line)?
         };
         if fstab_changed {
-            Self::did(
-                &mut a,
-                format!("fstab {}: {line}", cfg.fstab.display()),
-                dry_run,
-            );
+            a.did(format!("fstab {}: {line}", cfg.fstab.display()));
         }
-        let unit = per_boot::ensure_boot_unit(ctx, dry_run)?;
-        for action in unit {
-            Self::did(&mut a, action, dry_run);
-        }
-        Ok(a)
-    }
-
-    /// Records ACTION; when it was done (not only planned), logs it as it happens.
-    fn did(actions: &mut Vec<String>, action: String, dry_run: bool) {
-        if !dry_run {
-            tracing::info!(phase = "efs-mount", outcome = "changed", "{action}");
-        }
-        actions.push(action);
+        a.did_all(per_boot::ensure_boot_unit(ctx, dry_run)?);
+        Ok(a.into_vec())
     }
 }
 

@@ -8,7 +8,7 @@ use crate::{ip_takeover, per_boot};
 use async_trait::async_trait;
 use emrboot_config::PhaseName;
 use emrboot_os::atomic;
-use emrboot_runner::{Ctx, Phase, PhaseError, Precheck};
+use emrboot_runner::{Actions, Ctx, Phase, PhaseError, Precheck};
 use std::path::Path;
 
 pub const ACTION_FILE: &str = "emrboot-release-ip.sh";
@@ -81,10 +81,8 @@ impl Phase for ShutdownHook {
     }
 
     async fn apply(&self, ctx: &Ctx) -> Result<Vec<String>, PhaseError> {
-        let done = converge(ctx, false)?;
-        for a in &done {
-            tracing::info!(phase = "shutdown-hook", outcome = "changed", "{a}");
-        }
+        let mut done = Actions::new(PhaseName::ShutdownHook, false);
+        done.did_all(converge(ctx, false)?);
         if done.is_empty() {
             tracing::info!(
                 phase = "shutdown-hook",
@@ -92,7 +90,7 @@ impl Phase for ShutdownHook {
                 "shutdown action in place"
             );
         }
-        Ok(done)
+        Ok(done.into_vec())
     }
 }
 

@@ -3,7 +3,7 @@
 use anyhow::anyhow;
 use async_trait::async_trait;
 use emrboot_config::{NameSuffix, PhaseName, Role, Tags};
-use emrboot_runner::{Ctx, Phase, PhaseError, Precheck};
+use emrboot_runner::{Actions, Ctx, Phase, PhaseError, Precheck};
 use std::collections::BTreeMap;
 
 pub struct Tag;
@@ -53,7 +53,7 @@ impl Tag {
             .tags
             .as_ref()
             .ok_or_else(|| PhaseError::invalid(anyhow!("no [tags] table")))?;
-        let ec2 = ctx.ec2().await?;
+        let ec2 = ctx.doors.ec2().await?;
         let current = ec2.instance_tags(&ctx.node.instance_id).await?;
         let cluster = ctx
             .node
@@ -90,13 +90,14 @@ impl Phase for Tag {
             tracing::info!(phase = "tag", outcome = "unchanged", "tags already set");
             return Ok(Vec::new());
         };
-        ctx.ec2()
+        ctx.doors
+            .ec2()
             .await?
             .create_tags(&ctx.node.instance_id, &tags)
             .await?;
-        let action = describe(&ctx.node.instance_id, &tags);
-        tracing::info!(phase = "tag", outcome = "changed", "{action}");
-        Ok(vec![action])
+        let mut done = Actions::new(PhaseName::Tag, false);
+        done.did(describe(&ctx.node.instance_id, &tags));
+        Ok(done.into_vec())
     }
 }
 

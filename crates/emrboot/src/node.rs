@@ -12,7 +12,7 @@ pub fn load_info(info_dir: Option<PathBuf>) -> Result<NodeInfo, Exit> {
 /// The role; only when the files cannot tell does it ask IMDS and EC2 for the tag.
 pub async fn find_role(
     info: &NodeInfo,
-    imds: &emrboot_node::Imds,
+    imds: &dyn emrboot_node::Metadata,
     aws: &emrboot_aws::Aws,
     instance_id: Option<&str>,
 ) -> Result<RoleFinding, Exit> {
@@ -35,7 +35,7 @@ pub async fn find_role(
 
 pub async fn resolve(
     info: NodeInfo,
-    imds: &emrboot_node::Imds,
+    imds: &dyn emrboot_node::Metadata,
     aws: &emrboot_aws::Aws,
 ) -> Result<Node, Exit> {
     let instance_id = imds

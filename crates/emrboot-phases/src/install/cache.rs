@@ -33,7 +33,7 @@ impl Object {
     /// For `plan`: whether the cache holds the object with its checksum (a hit, unless the
     /// body turns out corrupt when apply downloads it).
     pub(super) async fn present(&self, ctx: &Ctx) -> Result<bool, PhaseError> {
-        let s3 = ctx.s3().await.map_err(PhaseError::failed)?;
+        let s3 = ctx.doors.s3().await.map_err(PhaseError::failed)?;
         Ok(matches!(
             s3.head_sha256(&self.bucket, &self.key).await?,
             Some(Some(_))
@@ -42,7 +42,7 @@ impl Object {
 
     /// Downloads the cached archive to `dest` when the cache holds a whole one.
     pub(super) async fn fetch(&self, ctx: &Ctx, dest: &Path) -> anyhow::Result<bool> {
-        let s3 = ctx.s3().await?;
+        let s3 = ctx.doors.s3().await?;
         let Some(meta) = s3.head_sha256(&self.bucket, &self.key).await? else {
             tracing::info!(phase = "install", object = %self.text(), "build cache miss");
             return Ok(false);
@@ -51,7 +51,7 @@ impl Object {
             bucket: self.bucket.clone(),
             key: self.key.clone(),
         };
-        let got = download(&ctx.aws, &loc, dest).await?;
+        let got = download(&ctx.doors.aws, &loc, dest).await?;
         if meta.as_deref() == Some(got.as_str()) {
             return Ok(true);
         }
@@ -81,6 +81,7 @@ impl Object {
         tracing::info!(phase = "install", object = %self.text(), bytes = size, "uploading {what}");
         let start = Instant::now();
         let put = ctx
+            .doors
             .s3()
             .await?
             .put_file(&self.bucket, &self.key, archive_path, &sha)

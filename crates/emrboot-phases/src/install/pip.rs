@@ -32,7 +32,7 @@ pub(super) struct Work {
 async fn work(ctx: &Ctx, cfg: &Pip) -> Result<Work, PhaseError> {
     let requirements = match &cfg.requirements {
         Some(loc) => Some(
-            fetch_bytes(&ctx.aws, loc, MAX_REQUIREMENTS)
+            fetch_bytes(&ctx.doors.aws, loc, MAX_REQUIREMENTS)
                 .await
                 .with_context(|| format!("install.pip.requirements {}", location_text(loc)))?,
         ),

@@ -121,7 +121,7 @@ async fn build(
 ) -> anyhow::Result<()> {
     let url = location_text(&src.url);
     let tarball = work.join("source");
-    let got = download(&ctx.aws, &src.url, &tarball).await?;
+    let got = download(&ctx.doors.aws, &src.url, &tarball).await?;
     if got != src.sha256 {
         return Err(anyhow!(
             "{url}: sha256 mismatch: the config says {}, the download is {got}; nothing was unpacked or run",

@@ -9,10 +9,10 @@ use anyhow::{anyhow, Context};
 use async_trait::async_trait;
 use emrboot_aws::Ec2;
 use emrboot_config::{IpTakeover as Cfg, PhaseName};
-use emrboot_node::{Imds, NetworkFacts};
+use emrboot_node::{Metadata, NetworkFacts};
 use emrboot_os::nat;
 use emrboot_os::netlink::Link;
-use emrboot_runner::{Ctx, Phase, PhaseError, Precheck};
+use emrboot_runner::{Actions, Ctx, Phase, PhaseError, Precheck};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
@@ -165,7 +165,7 @@ fn nat_action(chain: &str, cfg: &Cfg, net: &NetworkFacts) -> String {
 
 /// Polls IMDS until it lists `ip` on the interface with `mac`.
 pub async fn wait_for_imds(
-    imds: &Imds,
+    imds: &dyn Metadata,
     mac: &str,
     ip: Ipv4Addr,
     bound: Duration,
@@ -200,11 +200,11 @@ impl IpTakeover {
         self.assessed
             .get_or_try_init(|| async {
                 let cfg = config(ctx)?;
-                let net = ctx.imds.network().await.map_err(PhaseError::invalid)?;
+                let net = ctx.doors.imds.network().await.map_err(PhaseError::invalid)?;
                 check_network(cfg, &net)?;
-                let nl = ctx.netlink().await?;
+                let nl = ctx.doors.netlink().await?;
                 let link = nl.link_by_mac(&net.mac).await.map_err(PhaseError::invalid)?;
-                let ec2 = ctx.ec2().await?;
+                let ec2 = ctx.doors.ec2().await?;
                 let holder = find_holder(ec2.as_ref(), cfg, &net).await?;
                 tracing::info!(phase = "ip-takeover", interface = %link.name, holder = ?holder, "assessed");
                 Ok(Assessment {
@@ -233,97 +233,93 @@ impl Phase for IpTakeover {
     }
 
     async fn plan(&self, ctx: &Ctx) -> Result<Vec<String>, PhaseError> {
-        let cfg = config(ctx)?;
-        let a = self.assessment(ctx).await?;
-        // The same order as apply: the way back first, then the IP.
-        let mut actions = per_boot::ensure_boot_unit(ctx, true)?;
-        actions.extend(shutdown_hook::ensure_action(ctx, true)?);
-        if a.holder != Holder::Us {
-            actions.push(assign_action(cfg, &a.net, &a.holder));
-            actions.push(imds_wait_action(cfg, &a.net));
-        }
-        if !ctx
-            .netlink()
-            .await?
-            .has_address(&a.link, cfg.address, 32)
-            .await?
-        {
-            actions.push(addr_action(cfg, &a.link));
-        }
-        let have = ctx
-            .nat()
-            .await?
-            .present(cfg.address, a.net.primary_ip)
-            .await?;
-        for chain in nat::CHAINS.into_iter().filter(|c| !have.contains(c)) {
-            actions.push(nat_action(chain, cfg, &a.net));
-        }
-        Ok(actions)
+        self.converge(ctx, true).await
     }
 
     async fn apply(&self, ctx: &Ctx) -> Result<Vec<String>, PhaseError> {
+        self.converge(ctx, false).await
+    }
+}
+
+impl IpTakeover {
+    /// plan (dry run) and apply: each action is decided once, here, from the assessment and
+    /// the node's addresses and rules, so apply takes what plan listed.
+    async fn converge(&self, ctx: &Ctx, dry_run: bool) -> Result<Vec<String>, PhaseError> {
         let cfg = config(ctx)?;
         let a = self.assessment(ctx).await?;
+        let mut actions = Actions::new(PhaseName::IpTakeover, dry_run);
         // The way back comes before the IP moves: a node must never hold the IP with no
         // shutdown action, kept binary or kept config to give it back (a full state disk fails
         // the run here, before any AWS call). shutdown-hook then finds its action in place.
-        let mut actions = per_boot::ensure_boot_unit(ctx, false)?;
-        actions.extend(shutdown_hook::ensure_action(ctx, false)?);
-        log_changed(&actions);
+        actions.did_all(per_boot::ensure_boot_unit(ctx, dry_run)?);
+        actions.did_all(shutdown_hook::ensure_action(ctx, dry_run)?);
         // From the holder check to the last rule, release-ip waits for us, and we stop as soon
-        // as it asks (see emrboot_runner::ip_owner).
-        let _owner = ctx.state.ip_lock(OWNER_WAIT)?;
+        // as it asks (see emrboot_runner::ip_owner). A plan takes no lock and never stops.
+        let _owner = match dry_run {
+            true => None,
+            false => Some(ctx.state.ip_lock(OWNER_WAIT)?),
+        };
         let mut owned = Owned {
             ctx,
             cfg,
+            dry_run,
             changed: false,
         };
         owned.stop_if_released().await?;
         if a.holder != Holder::Us {
-            let ec2 = ctx.ec2().await?;
-            if a.at.elapsed() > FRESH {
-                // Refuses (naming the ENI) if another ENI took the IP since the checks.
-                find_holder(ec2.as_ref(), cfg, &a.net).await?;
-            }
-            owned.stop_if_released().await?;
-            owned.changed = true;
-            ec2.assign_private_ip(&a.net.interface_id, cfg.address)
-                .await?;
-            let action = assign_action(cfg, &a.net, &a.holder);
-            log_changed(std::slice::from_ref(&action));
-            actions.push(action);
-            owned.stop_if_released().await?;
-            let released = || ctx.state.release_requested();
-            if let Err(e) =
-                wait_for_imds(&ctx.imds, &a.net.mac, cfg.address, IMDS_WAIT, &released).await
-            {
+            if !dry_run {
+                let ec2 = ctx.doors.ec2().await?;
+                if a.at.elapsed() > FRESH {
+                    // Refuses (naming the ENI) if another ENI took the IP since the checks.
+                    find_holder(ec2.as_ref(), cfg, &a.net).await?;
+                }
                 owned.stop_if_released().await?;
-                return Err(e.into());
+                owned.changed = true;
+                ec2.assign_private_ip(&a.net.interface_id, cfg.address)
+                    .await?;
             }
-            actions.push(imds_wait_action(cfg, &a.net));
+            actions.did(assign_action(cfg, &a.net, &a.holder));
+            if !dry_run {
+                owned.stop_if_released().await?;
+                let released = || ctx.state.release_requested();
+                let imds = ctx.doors.imds.as_ref();
+                if let Err(e) =
+                    wait_for_imds(imds, &a.net.mac, cfg.address, IMDS_WAIT, &released).await
+                {
+                    owned.stop_if_released().await?;
+                    return Err(e.into());
+                }
+            }
+            actions.did(imds_wait_action(cfg, &a.net));
         }
         owned.stop_if_released().await?;
-        let nl = ctx.netlink().await?;
-        owned.changed = true;
-        if nl.add_address(&a.link, cfg.address, 32).await? {
-            let action = addr_action(cfg, &a.link);
-            log_changed(std::slice::from_ref(&action));
-            actions.push(action);
+        let nl = ctx.doors.netlink().await?;
+        let added = if dry_run {
+            !nl.has_address(&a.link, cfg.address, 32).await?
+        } else {
+            owned.changed = true;
+            nl.add_address(&a.link, cfg.address, 32).await?
+        };
+        if added {
+            actions.did(addr_action(cfg, &a.link));
         }
+        let nat = ctx.doors.nat().await?;
+        let have = match dry_run {
+            true => nat.present(cfg.address, a.net.primary_ip).await?,
+            false => Vec::new(),
+        };
         for chain in nat::CHAINS {
             owned.stop_if_released().await?;
-            if ctx
-                .nat()
-                .await?
-                .ensure_in(chain, cfg.address, a.net.primary_ip)
-                .await?
-            {
-                let action = nat_action(chain, cfg, &a.net);
-                log_changed(std::slice::from_ref(&action));
-                actions.push(action);
+            let added = if dry_run {
+                !have.contains(&chain)
+            } else {
+                nat.ensure_in(chain, cfg.address, a.net.primary_ip).await?
+            };
+            if added {
+                actions.did(nat_action(chain, cfg, &a.net));
             }
         }
-        if actions.is_empty() {
+        if !dry_run && actions.is_empty() {
             tracing::info!(
                 phase = "ip-takeover",
                 outcome = "unchanged",
@@ -332,24 +328,22 @@ impl Phase for IpTakeover {
                 a.link.name
             );
         }
-        Ok(actions)
+        Ok(actions.into_vec())
     }
 }
 
-/// Recorded by apply as well as listed by plan, so that a run's record is its plan.
+/// A wait, not a change, but recorded like one: a run's record is its plan.
 fn imds_wait_action(cfg: &Cfg, net: &NetworkFacts) -> String {
     format!("wait until IMDS lists {} on {}", cfg.address, net.mac)
-}
-
-fn log_changed(actions: &[String]) {
-    for action in actions {
-        tracing::info!(phase = "ip-takeover", outcome = "changed", "{action}");
-    }
 }
 
 mod release;
 pub use release::{release, RELEASE_EC2_BOUND};
 use release::{Owned, OWNER_WAIT};
 
+#[cfg(test)]
+mod converge_tests;
+#[cfg(test)]
+mod fake;
 #[cfg(test)]
 mod tests;

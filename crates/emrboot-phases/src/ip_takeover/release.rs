@@ -2,9 +2,7 @@
 //! stop (the owner handshake over `ip.lock` and `release-requested`).
 
 use super::*;
-// release-ip has no Ctx (it needs no role or info files, and a 50 s bound), so it opens its
-// own netlink socket and probes iptables itself.
-use emrboot_os::netlink::Netlink;
+use emrboot_runner::Doors;
 
 /// How long ip-takeover waits for a release-ip (or another run's ip-takeover) to let go.
 pub(super) const OWNER_WAIT: Duration = Duration::from_secs(60);
@@ -13,6 +11,8 @@ pub(super) const OWNER_WAIT: Duration = Duration::from_secs(60);
 pub(super) struct Owned<'a> {
     pub(super) ctx: &'a Ctx,
     pub(super) cfg: &'a Cfg,
+    /// A plan: nothing to stop, since it changes nothing.
+    pub(super) dry_run: bool,
     /// Whether this run may have changed the IP in EC2 or on the node under the lock.
     pub(super) changed: bool,
 }
@@ -21,7 +21,7 @@ impl Owned<'_> {
     /// Stops when release-ip has asked: after giving back what this run took, since the
     /// release-ip that asked may have stopped waiting for us (its 50 s bound).
     pub(super) async fn stop_if_released(&self) -> Result<(), PhaseError> {
-        if !self.ctx.state.release_requested() {
+        if self.dry_run || !self.ctx.state.release_requested() {
             return Ok(());
         }
         let why = "release-ip asked this run to stop";
@@ -36,12 +36,7 @@ impl Owned<'_> {
             phase = "ip-takeover",
             "{why}: giving back what this run took"
         );
-        let ec2 = self.ctx.ec2().await;
-        let ec2 = ec2
-            .as_ref()
-            .map(|e| e.as_ref())
-            .map_err(|e| anyhow!("{e:#}"));
-        let undone = release(self.cfg, &self.ctx.imds, ec2, RELEASE_EC2_BOUND).await;
+        let undone = release(self.cfg, &self.ctx.doors, Ok(()), RELEASE_EC2_BOUND).await;
         match undone {
             Ok(actions) => {
                 for a in &actions {
@@ -142,11 +137,11 @@ pub(super) async fn give_back(
 }
 
 /// The /32 and both rules off this node; what is already gone counts as done.
-async fn remove_local(cfg: &Cfg, net: &NetworkFacts) -> anyhow::Result<Vec<String>> {
+async fn remove_local(cfg: &Cfg, net: &NetworkFacts, doors: &Doors) -> anyhow::Result<Vec<String>> {
     let mut actions = Vec::new();
     let mut errors = Vec::new();
     match async {
-        let nl = Netlink::connect()?;
+        let nl = doors.netlink().await?;
         let link = nl.link_by_mac(&net.mac).await?;
         anyhow::Ok(
             nl.remove_address(&link, cfg.address, 32)
@@ -165,7 +160,8 @@ async fn remove_local(cfg: &Cfg, net: &NetworkFacts) -> anyhow::Result<Vec<Strin
     }
     match async {
         anyhow::Ok(
-            nat::Nat::new()
+            doors
+                .nat()
                 .await?
                 .remove(cfg.address, net.primary_ip)
                 .await?,
@@ -191,16 +187,20 @@ async fn remove_local(cfg: &Cfg, net: &NetworkFacts) -> anyhow::Result<Vec<Strin
 /// `release-ip`: the IP back to the reserved ENI in one call, only when EC2 shows it on this
 /// node's ENI; then the /32 and both rules off this node whatever EC2 answered (the node is
 /// going away). Each step is skipped when already done, so a second call changes nothing.
-/// The caller holds `ip.lock`.
+/// The caller holds `ip.lock`, or `may_call_ec2` says why not (then only the local cleanup).
 pub async fn release(
     cfg: &Cfg,
-    imds: &Imds,
-    ec2: anyhow::Result<&dyn Ec2>,
+    doors: &Doors,
+    may_call_ec2: anyhow::Result<()>,
     ec2_bound: Duration,
 ) -> anyhow::Result<Vec<String>> {
-    let net = imds.network().await.context("release-ip: IMDS")?;
-    let given = match ec2 {
-        Ok(ec2) => tokio::time::timeout(ec2_bound, give_back(cfg, &net, ec2))
+    let net = doors.imds.network().await.context("release-ip: IMDS")?;
+    let give = async {
+        let ec2 = doors.ec2().await?;
+        give_back(cfg, &net, ec2.as_ref()).await
+    };
+    let given = match may_call_ec2 {
+        Ok(()) => tokio::time::timeout(ec2_bound, give)
             .await
             .unwrap_or_else(|_| {
                 Err(anyhow!(
@@ -212,7 +212,7 @@ pub async fn release(
             }),
         Err(e) => Err(e),
     };
-    let local = remove_local(cfg, &net).await;
+    let local = remove_local(cfg, &net, doors).await;
     let mut actions: Vec<String> = given
         .as_ref()
         .ok()

@@ -1,132 +1,14 @@
-//! Unit tests against a fake that models EC2 where moto does not: in moto AllowReassignment is
-//! ignored (an IP held by another ENI is assigned anyway and then sits on both ENIs), and its
-//! address filter sees primary IPs only. This fake refuses a held IP without AllowReassignment,
-//! moves it with, and sees secondary IPs in the filter, as EC2 does.
+//! Unit tests of the holder rules and of release-ip's EC2 step, against the fake EC2 in
+//! fake.rs (which models EC2 where moto does not).
 
+use super::fake::*;
 use super::release::give_back;
 use super::*;
-use emrboot_aws::{AwsError, Eni};
-use emrboot_config::{Common, Role};
-use std::collections::BTreeMap;
-use std::sync::Mutex;
-
-#[derive(Default)]
-struct FakeEc2 {
-    enis: Mutex<BTreeMap<String, Vec<Ipv4Addr>>>,
-    calls: Mutex<Vec<String>>,
-}
-
-impl FakeEc2 {
-    fn with(enis: &[(&str, &[&str])]) -> Self {
-        let f = FakeEc2::default();
-        for (id, ips) in enis {
-            let ips = ips.iter().map(|s| s.parse().unwrap()).collect();
-            f.enis.lock().unwrap().insert(id.to_string(), ips);
-        }
-        f
-    }
-    fn calls(&self) -> Vec<String> {
-        self.calls.lock().unwrap().clone()
-    }
-    fn holders(&self, ip: Ipv4Addr) -> Vec<String> {
-        let enis = self.enis.lock().unwrap();
-        enis.iter()
-            .filter(|(_, v)| v.contains(&ip))
-            .map(|(k, _)| k.clone())
-            .collect()
-    }
-    /// What EC2 does: without AllowReassignment a held IP is an error; with it the IP moves.
-    fn assign(&self, eni: &str, ip: Ipv4Addr, allow_reassignment: bool) -> Result<(), AwsError> {
-        let mut enis = self.enis.lock().unwrap();
-        let held_elsewhere = enis.iter().any(|(k, v)| k != eni && v.contains(&ip));
-        if held_elsewhere && !allow_reassignment {
-            return Err(AwsError {
-                call: "ec2:AssignPrivateIpAddresses",
-                code: Some("InvalidParameterValue".into()),
-                message: format!("{ip} is already assigned"),
-            });
-        }
-        for v in enis.values_mut() {
-            v.retain(|a| *a != ip);
-        }
-        enis.get_mut(eni).unwrap().push(ip);
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl Ec2 for FakeEc2 {
-    async fn instance_tags(&self, _: &str) -> Result<BTreeMap<String, String>, AwsError> {
-        unreachable!("ip-takeover reads no tags")
-    }
-    async fn create_tags(&self, _: &str, _: &BTreeMap<String, String>) -> Result<(), AwsError> {
-        unreachable!("ip-takeover writes no tags")
-    }
-    async fn eni(&self, id: &str) -> Result<Option<Eni>, AwsError> {
-        self.calls
-            .lock()
-            .unwrap()
-            .push(format!("DescribeNetworkInterfaces id={id}"));
-        let enis = self.enis.lock().unwrap();
-        Ok(enis.get(id).map(|ips| eni(id, ips)))
-    }
-    async fn enis_with_address(&self, ip: Ipv4Addr) -> Result<Vec<Eni>, AwsError> {
-        self.calls
-            .lock()
-            .unwrap()
-            .push(format!("DescribeNetworkInterfaces address={ip}"));
-        let enis = self.enis.lock().unwrap();
-        Ok(enis
-            .iter()
-            .filter(|(_, v)| v.contains(&ip))
-            .map(|(k, v)| eni(k, v))
-            .collect())
-    }
-    async fn assign_private_ip(&self, eni: &str, ip: Ipv4Addr) -> Result<(), AwsError> {
-        // SdkEc2 always sends AllowReassignment=true (see emrboot-aws's wire test); model that.
-        self.calls.lock().unwrap().push(format!(
-            "AssignPrivateIpAddresses {ip} -> {eni} AllowReassignment=true"
-        ));
-        self.assign(eni, ip, true)
-    }
-}
-
-/// The first address of an ENI is its primary, as EC2 lists it.
-fn eni(id: &str, ips: &[Ipv4Addr]) -> Eni {
-    Eni {
-        id: id.into(),
-        primary_ip: ips.first().copied(),
-        private_ips: ips.to_vec(),
-    }
-}
-
-const FIXED: &str = "172.31.5.10";
-
-fn cfg() -> Cfg {
-    Cfg {
-        common: Common {
-            roles: vec![Role::Master],
-            required: true,
-        },
-        address: FIXED.parse().unwrap(),
-        reserved_eni: "eni-reserved00".into(),
-    }
-}
-
-fn net(local: &[&str]) -> NetworkFacts {
-    NetworkFacts {
-        mac: "02:00:00:00:00:01".into(),
-        interface_id: "eni-master000".into(),
-        subnet: "172.31.0.0/20".parse().unwrap(),
-        primary_ip: "172.31.0.4".parse().unwrap(),
-        local_ipv4s: local.iter().map(|s| s.parse().unwrap()).collect(),
-    }
-}
 
 #[tokio::test]
 async fn the_reserved_eni_hands_over_in_one_call_without_unassign() {
     let ec2 = FakeEc2::with(&[
-        ("eni-reserved00", &["172.31.9.9", FIXED]),
+        ("eni-0a1b2c3d4e5f60718", &["172.31.9.9", FIXED]),
         ("eni-master000", &["172.31.0.4"]),
     ]);
     let holder = find_holder(&ec2, &cfg(), &net(&["172.31.0.4"]))
@@ -147,7 +29,7 @@ async fn the_reserved_eni_hands_over_in_one_call_without_unassign() {
 #[tokio::test]
 async fn without_allow_reassignment_ec2_would_refuse() {
     let ec2 = FakeEc2::with(&[
-        ("eni-reserved00", &["172.31.9.9", FIXED]),
+        ("eni-0a1b2c3d4e5f60718", &["172.31.9.9", FIXED]),
         ("eni-master000", &["172.31.0.4"]),
     ]);
     assert!(ec2
@@ -168,7 +50,7 @@ async fn ours_makes_no_call() {
 #[tokio::test]
 async fn a_secondary_ip_on_another_eni_is_refused_naming_it() {
     let ec2 = FakeEc2::with(&[
-        ("eni-reserved00", &["172.31.9.9"]),
+        ("eni-0a1b2c3d4e5f60718", &["172.31.9.9"]),
         ("eni-other0000", &["172.31.7.7", FIXED]),
     ]);
     let e = find_holder(&ec2, &cfg(), &net(&["172.31.0.4"]))
@@ -180,7 +62,7 @@ async fn a_secondary_ip_on_another_eni_is_refused_naming_it() {
 
 #[tokio::test]
 async fn the_reserved_enis_primary_ip_is_refused() {
-    let ec2 = FakeEc2::with(&[("eni-reserved00", &[FIXED, "172.31.9.9"])]);
+    let ec2 = FakeEc2::with(&[("eni-0a1b2c3d4e5f60718", &[FIXED, "172.31.9.9"])]);
     let e = find_holder(&ec2, &cfg(), &net(&["172.31.0.4"]))
         .await
         .unwrap_err();
@@ -193,7 +75,7 @@ async fn the_reserved_enis_primary_ip_is_refused() {
 
 #[tokio::test]
 async fn nobody_holding_it_means_assign() {
-    let ec2 = FakeEc2::with(&[("eni-reserved00", &["172.31.9.9"])]);
+    let ec2 = FakeEc2::with(&[("eni-0a1b2c3d4e5f60718", &["172.31.9.9"])]);
     let holder = find_holder(&ec2, &cfg(), &net(&["172.31.0.4"]))
         .await
         .unwrap();
@@ -208,7 +90,8 @@ async fn a_missing_reserved_eni_is_a_config_error() {
         .unwrap_err();
     assert_eq!(e.kind, emrboot_runner::phase::ErrorKind::Invalid);
     assert!(
-        e.to_string().contains("eni-reserved00 does not exist"),
+        e.to_string()
+            .contains("eni-0a1b2c3d4e5f60718 does not exist"),
         "{e}"
     );
 }
@@ -241,14 +124,17 @@ fn network_checks() {
 #[tokio::test]
 async fn release_gives_back_only_what_ec2_shows_on_our_eni() {
     let ec2 = FakeEc2::with(&[
-        ("eni-reserved00", &["172.31.9.9"]),
+        ("eni-0a1b2c3d4e5f60718", &["172.31.9.9"]),
         ("eni-master000", &["172.31.0.4", FIXED]),
     ]);
     let done = give_back(&cfg(), &net(&["172.31.0.4", FIXED]), &ec2)
         .await
         .unwrap();
     assert!(done.is_some());
-    assert_eq!(ec2.holders(FIXED.parse().unwrap()), vec!["eni-reserved00"]);
+    assert_eq!(
+        ec2.holders(FIXED.parse().unwrap()),
+        vec!["eni-0a1b2c3d4e5f60718"]
+    );
     let assigns: Vec<_> = ec2
         .calls()
         .into_iter()
@@ -257,7 +143,7 @@ async fn release_gives_back_only_what_ec2_shows_on_our_eni() {
     assert_eq!(
         assigns,
         vec![format!(
-            "AssignPrivateIpAddresses {FIXED} -> eni-reserved00 AllowReassignment=true"
+            "AssignPrivateIpAddresses {FIXED} -> eni-0a1b2c3d4e5f60718 AllowReassignment=true"
         )]
     );
 }
@@ -266,7 +152,7 @@ async fn release_gives_back_only_what_ec2_shows_on_our_eni() {
 async fn release_never_pulls_the_ip_off_another_node_when_imds_lags() {
     // Blue/green: the new cluster's master holds the IP in EC2; this node's IMDS still lists it.
     let ec2 = FakeEc2::with(&[
-        ("eni-reserved00", &["172.31.9.9"]),
+        ("eni-0a1b2c3d4e5f60718", &["172.31.9.9"]),
         ("eni-master000", &["172.31.0.4"]),
         ("eni-newmaster", &["172.31.0.7", FIXED]),
     ]);
@@ -285,7 +171,7 @@ async fn release_never_pulls_the_ip_off_another_node_when_imds_lags() {
 #[tokio::test]
 async fn release_trusts_ec2_when_imds_has_not_caught_up_with_our_assign() {
     let ec2 = FakeEc2::with(&[
-        ("eni-reserved00", &["172.31.9.9"]),
+        ("eni-0a1b2c3d4e5f60718", &["172.31.9.9"]),
         ("eni-master000", &["172.31.0.4", FIXED]),
     ]);
     // IMDS does not list the IP yet (EC2 remaps asynchronously): EC2 says it is ours.
@@ -293,13 +179,16 @@ async fn release_trusts_ec2_when_imds_has_not_caught_up_with_our_assign() {
         .await
         .unwrap();
     assert!(done.is_some());
-    assert_eq!(ec2.holders(FIXED.parse().unwrap()), vec!["eni-reserved00"]);
+    assert_eq!(
+        ec2.holders(FIXED.parse().unwrap()),
+        vec!["eni-0a1b2c3d4e5f60718"]
+    );
 }
 
 #[tokio::test]
 async fn release_of_an_ip_already_back_makes_no_assign() {
     let ec2 = FakeEc2::with(&[
-        ("eni-reserved00", &["172.31.9.9", FIXED]),
+        ("eni-0a1b2c3d4e5f60718", &["172.31.9.9", FIXED]),
         ("eni-master000", &["172.31.0.4"]),
     ]);
     assert_eq!(give_back(&cfg(), &net(&[FIXED]), &ec2).await.unwrap(), None);
@@ -312,7 +201,7 @@ async fn release_names_a_missing_reserved_eni() {
     let e = give_back(&cfg(), &net(&[FIXED]), &ec2).await.unwrap_err();
     let text = format!("{e:#}");
     assert!(
-        text.contains("eni-reserved00") && text.contains("DescribeNetworkInterfaces"),
+        text.contains("eni-0a1b2c3d4e5f60718") && text.contains("DescribeNetworkInterfaces"),
         "{text}"
     );
     assert_eq!(ec2.holders(FIXED.parse().unwrap()), vec!["eni-master000"]);

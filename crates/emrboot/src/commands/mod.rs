@@ -15,7 +15,7 @@ use emrboot_aws::sdk::Budget;
 use emrboot_aws::Aws;
 use emrboot_node::Imds;
 use emrboot_os::Root;
-use emrboot_runner::{Ctx, StateDir};
+use emrboot_runner::{Ctx, Doors, StateDir};
 use std::sync::Arc;
 
 pub async fn dispatch(cli: Cli) -> CmdResult {
@@ -59,7 +59,7 @@ pub(crate) async fn context(g: &Global, src: &str, budget: Budget) -> Result<Loa
     // Node facts first: a missing info file is the likelier error and needs no network.
     let info = crate::node::load_info(g.info_dir.clone())?;
     let loaded = crate::source::load(&aws, src).await?;
-    let node = crate::node::resolve(info, &imds, &aws).await?;
+    let node = crate::node::resolve(info, imds.as_ref(), &aws).await?;
     let self_exe = std::env::current_exe()
         .map_err(|e| Exit::invalid(format!("cannot find emrboot's own path: {e}")))?;
     // Both paths go into the boot unit, which is line-based: refuse before anything changes.
@@ -81,8 +81,7 @@ pub(crate) async fn context(g: &Global, src: &str, budget: Budget) -> Result<Loa
         StateDir::new(&g.state_dir),
         g.shutdown_actions_dir.clone(),
         self_exe,
-        imds,
-        aws,
+        Doors::new(imds, aws),
     );
     Ok(Loaded {
         ctx,

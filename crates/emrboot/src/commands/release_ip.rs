@@ -2,9 +2,9 @@ use crate::cli::Global;
 use crate::exit::{CmdResult, Exit, OK};
 use emrboot_aws::sdk::Budget;
 use emrboot_aws::Aws;
-use emrboot_node::Imds;
+use emrboot_node::{Imds, Metadata};
 use emrboot_phases::ip_takeover;
-use emrboot_runner::StateDir;
+use emrboot_runner::{Doors, StateDir};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,7 +39,8 @@ pub async fn release_ip(g: &Global, src: Option<String>, not_on_reboot: bool) ->
     // First of all, so that a run in progress never takes the IP after we gave it back.
     stop_the_run(&state);
     let imds = Arc::new(Imds::from_env().with_deadline(Duration::from_secs(10)));
-    let aws = Aws::new(imds.clone(), Budget::Shutdown);
+    let aws = Arc::new(Aws::new(imds.clone(), Budget::Shutdown));
+    let doors = Doors::new(imds.clone(), aws.clone());
     let src = src.unwrap_or_else(|| state.config_copy().display().to_string());
     let mut report = None;
     let work = async {
@@ -59,14 +60,10 @@ pub async fn release_ip(g: &Global, src: Option<String>, not_on_reboot: bool) ->
         // One owner at a time: a run's ip-takeover or a second release-ip (EMR's shutdown
         // action and the poweroff unit both run at termination) finishes its step first.
         let owner = state.ip_lock(OWNER_WAIT);
-        let ec2 = match &owner {
-            Ok(_) => aws
-                .ec2()
-                .await
-                .map(|c| Box::new(c) as Box<dyn emrboot_aws::Ec2>)
-                .map_err(|e| anyhow::anyhow!("{e:#}")),
-            // The run holding it gives the IP back itself when its call returns (it saw our
-            // request); the local cleanup still happens now.
+        // The run holding it gives the IP back itself when its call returns (it saw our
+        // request); the local cleanup still happens now.
+        let may_call_ec2 = match &owner {
+            Ok(_) => Ok(()),
             Err(e) => Err(anyhow::anyhow!(
                 "{e}; its run gives the IP back when its EC2 call returns"
             )),
@@ -75,11 +72,7 @@ pub async fn release_ip(g: &Global, src: Option<String>, not_on_reboot: bool) ->
             .saturating_sub(start.elapsed())
             .saturating_sub(CLEANUP_RESERVE)
             .min(ip_takeover::RELEASE_EC2_BOUND);
-        let ec2 = ec2
-            .as_ref()
-            .map(|c| c.as_ref())
-            .map_err(|e| anyhow::anyhow!("{e:#}"));
-        let done = ip_takeover::release(&cfg, &imds, ec2, ec2_bound).await;
+        let done = ip_takeover::release(&cfg, &doors, may_call_ec2, ec2_bound).await;
         drop(owner);
         done.map(|actions| Some((cfg, actions)))
             .map_err(|e| Exit::failed(format!("{e:#}")))

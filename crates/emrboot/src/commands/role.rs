@@ -10,7 +10,7 @@ pub async fn role(g: &Global) -> CmdResult {
     let info = crate::node::load_info(g.info_dir.clone())?;
     let imds = Arc::new(Imds::from_env());
     let aws = Aws::new(imds.clone(), Budget::Bootstrap);
-    let found = crate::node::find_role(&info, &imds, &aws, None).await?;
+    let found = crate::node::find_role(&info, imds.as_ref(), &aws, None).await?;
     tracing::debug!(source = %found.source, "role");
     println!("{}", found.role);
     Ok(OK)

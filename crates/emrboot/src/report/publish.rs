@@ -36,8 +36,8 @@ impl Publisher {
             instance_id: &ctx.node.instance_id,
             role: &ctx.node.role.to_string(),
         };
-        let facts = facts(&who, &ctx.imds, config_text).await;
-        Some(Self::new(report, facts, &ctx.aws, log_file).await)
+        let facts = facts(&who, ctx.doors.imds.as_ref(), config_text).await;
+        Some(Self::new(report, facts, &ctx.doors.aws, log_file).await)
     }
 
     pub async fn new(
@@ -170,7 +170,11 @@ pub struct Who<'a> {
 /// IMDS is asked only for the AZ, and only briefly: the record is worth less than the run's time.
 const AZ_WAIT: Duration = Duration::from_secs(2);
 
-pub async fn facts(who: &Who<'_>, imds: &emrboot_node::Imds, config_text: &str) -> NodeFacts {
+pub async fn facts(
+    who: &Who<'_>,
+    imds: &dyn emrboot_node::Metadata,
+    config_text: &str,
+) -> NodeFacts {
     let info = who.info;
     let job_flow = info.job_flow.as_ref();
     let group = info.instance.str("instanceGroupId").map(str::to_string);
