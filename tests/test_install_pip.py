@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from helpers import assert_no_crash, phase, plan_lines, status_json
+from helpers import assert_no_crash, phase, plan_json, plan_lines, planned_actions, status_json
 from install_kit import FileServer, make_wheel, s3_client, shim, shim_calls
 
 REQ_KEY = "pip/requirements.txt"
@@ -209,7 +209,13 @@ def pipless_python(tmp_path):
 def test_ensurepip_when_pip_is_missing(tmp_path, moto, aws, node, pipless_python):
     b = PipBench(tmp_path, moto, aws, node, python=pipless_python / "bin" / "python3")
     make_wheel(b.wheels, "ebtestpkg", "0.1")
-    b.run(b.config(requirements=b.upload(b.requirements("ebtestpkg==0.1"))))
+    cfg = b.config(requirements=b.upload(b.requirements("ebtestpkg==0.1")))
+    rc, doc = plan_json(b.node, "plan", "--config", cfg)
+    planned = planned_actions(doc).get("install", [])
+    assert rc == 0 and planned[:1] == ["pip: python3 -m ensurepip"], doc
+    assert b.calls() and not [a for a in b.calls() if a[:2] == ["-m", "ensurepip"]], "plan ran ensurepip"
+    b.run(cfg)
+    assert b.install_outcome()["actions"] == planned, b.install_outcome()
     calls = b.calls()
     ensure = [i for i, a in enumerate(calls) if a[:2] == ["-m", "ensurepip"]]
     installs = [i for i, a in enumerate(calls) if a[:3] == ["-m", "pip", "install"]]

@@ -166,6 +166,7 @@ def test_first_node_builds_and_uploads_second_node_unpacks(src):
                       rf"upload {re.escape(src.cache_url)}demo-[^/\s]+\.tar\.gz$")
     assert any(miss.match(ln) for ln in plan), "\n".join(plan)
     assert src.objects() == {} and src.lines("build.log") == [], "plan changed something"
+    planned = planned_install(a, cfg)
 
     src.run(a, cfg)
     assert_demo_installed(a.root)
@@ -179,6 +180,7 @@ def test_first_node_builds_and_uploads_second_node_unpacks(src):
     assert src.tarball_gets() == 1
     inst = phase(status_json(a)[1], "install")
     assert inst["outcome"] == "changed", inst
+    assert inst["actions"] == planned, f"plan listed {planned}, the run did {inst['actions']}"
 
     key, head = src.only_object()
     body = src.body(key)
@@ -193,6 +195,7 @@ def test_first_node_builds_and_uploads_second_node_unpacks(src):
     b = src.node("core-ig")
     plan = src.plan(b, cfg)
     assert f"     - source demo: cache hit s3://{src.bucket}/{key}: unpack and run post" in plan, "\n".join(plan)
+    planned = planned_install(b, cfg)
     src.proxy.clear()
     src.run(b, cfg)
     assert src.lines("build.log") == build, "a cache hit ran a build step"
@@ -206,6 +209,15 @@ def test_first_node_builds_and_uploads_second_node_unpacks(src):
     inst = phase(status_json(b)[1], "install")
     assert inst["outcome"] == "changed", inst
     assert any("cache hit" in x for x in inst["actions"]), inst
+    assert inst["actions"] == planned, f"plan listed {planned}, the run did {inst['actions']}"
+    assert planned_install(b, cfg) == [], "plan on the converged node is not empty"
+
+
+def planned_install(n, cfg):
+    """install's actions in `plan --json`, [] when it would change nothing."""
+    rc, doc = helpers.plan_json(n, "plan", "--config", cfg)
+    assert rc == 0, doc
+    return helpers.planned_actions(doc).get("install", [])
 
 
 def test_rerun_on_the_building_node_does_nothing(src):

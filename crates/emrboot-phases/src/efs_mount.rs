@@ -279,13 +279,7 @@ impl EfsMount {
             );
             a.did(mount);
         } else if !dry_run {
-            tracing::info!(
-                phase = "efs-mount",
-                outcome = "unchanged",
-                "{} already mounted on {}",
-                t.source(),
-                mp.display()
-            );
+            tracing::info!("{} already mounted on {}", t.source(), mp.display());
         }
         if let Some(o) = &cfg.owner {
             if dry_run && !mounted {

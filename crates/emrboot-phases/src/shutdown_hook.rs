@@ -84,11 +84,7 @@ impl Phase for ShutdownHook {
         let mut done = Actions::new(PhaseName::ShutdownHook, false);
         done.did_all(converge(ctx, false)?);
         if done.is_empty() {
-            tracing::info!(
-                phase = "shutdown-hook",
-                outcome = "unchanged",
-                "shutdown action in place"
-            );
+            tracing::info!("shutdown action in place");
         }
         Ok(done.into_vec())
     }

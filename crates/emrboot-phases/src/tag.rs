@@ -87,7 +87,7 @@ impl Phase for Tag {
 
     async fn apply(&self, ctx: &Ctx) -> Result<Vec<String>, PhaseError> {
         let Some(tags) = self.work(ctx).await? else {
-            tracing::info!(phase = "tag", outcome = "unchanged", "tags already set");
+            tracing::info!("tags already set");
             return Ok(Vec::new());
         };
         ctx.doors

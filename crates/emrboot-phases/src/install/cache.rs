@@ -30,35 +30,38 @@ impl Object {
         format!("s3://{}/{}", self.bucket, self.key)
     }
 
-    /// For `plan`: whether the cache holds the object with its checksum (a hit, unless the
-    /// body turns out corrupt when apply downloads it).
-    pub(super) async fn present(&self, ctx: &Ctx) -> Result<bool, PhaseError> {
+    /// The checksum of the whole object the cache holds, or `None` for a miss. One HEAD, so
+    /// `plan` and `apply` decide hit or miss alike; an object without its checksum (a partial
+    /// upload by an older writer) counts as a miss and is replaced.
+    pub(super) async fn whole(&self, ctx: &Ctx) -> Result<Option<String>, PhaseError> {
         let s3 = ctx.doors.s3().await.map_err(PhaseError::failed)?;
-        Ok(matches!(
-            s3.head_sha256(&self.bucket, &self.key).await?,
-            Some(Some(_))
-        ))
+        match s3.head_sha256(&self.bucket, &self.key).await? {
+            Some(Some(sha)) => Ok(Some(sha)),
+            Some(None) => {
+                tracing::warn!(object = %self.text(), "cached archive has no sha256; building it again and replacing it");
+                Ok(None)
+            }
+            None => {
+                tracing::info!(object = %self.text(), "build cache miss");
+                Ok(None)
+            }
+        }
     }
 
-    /// Downloads the cached archive to `dest` when the cache holds a whole one.
-    pub(super) async fn fetch(&self, ctx: &Ctx, dest: &Path) -> anyhow::Result<bool> {
-        let s3 = ctx.doors.s3().await?;
-        let Some(meta) = s3.head_sha256(&self.bucket, &self.key).await? else {
-            tracing::info!(phase = "install", object = %self.text(), "build cache miss");
-            return Ok(false);
-        };
+    /// Downloads the cached archive to `dest`; true when its body has the checksum `whole`
+    /// found. A corrupt or truncated body is a miss: the caller builds and replaces it.
+    pub(super) async fn fetch(&self, ctx: &Ctx, sha: &str, dest: &Path) -> anyhow::Result<bool> {
         let loc = emrboot_config::Location::S3 {
             bucket: self.bucket.clone(),
             key: self.key.clone(),
         };
         let got = download(&ctx.doors.aws, &loc, dest).await?;
-        if meta.as_deref() == Some(got.as_str()) {
+        if got == sha {
             return Ok(true);
         }
         tracing::warn!(
-            phase = "install",
             object = %self.text(),
-            expected = meta.as_deref().unwrap_or("(none)"),
+            expected = sha,
             got = %got,
             "cached archive is corrupt or partial; building it again and replacing it"
         );
@@ -67,18 +70,18 @@ impl Object {
 
     /// Uploads `archive_path` with its sha256. A failed upload is logged, not an error: the
     /// node itself is fine. Another node racing us uploads the same content under the same
-    /// key: either wins whole. Returns the action to report, when it was uploaded.
+    /// key: either wins whole. True when it was uploaded.
     pub(super) async fn upload(
         &self,
         ctx: &Ctx,
         what: &str,
         archive_path: &Path,
-    ) -> anyhow::Result<Option<String>> {
+    ) -> anyhow::Result<bool> {
         let sha = archive::sha256_file(archive_path)?;
         let size = std::fs::metadata(archive_path)
             .with_context(|| format!("stat {}", archive_path.display()))?
             .len();
-        tracing::info!(phase = "install", object = %self.text(), bytes = size, "uploading {what}");
+        tracing::info!(object = %self.text(), bytes = size, "uploading {what}");
         let start = Instant::now();
         let put = ctx
             .doors
@@ -86,16 +89,10 @@ impl Object {
             .await?
             .put_file(&self.bucket, &self.key, archive_path, &sha)
             .await;
-        tracing::info!(phase = "install", object = %self.text(), secs = start.elapsed().as_secs_f64(), ok = put.is_ok(), "upload ended");
-        match put {
-            Ok(()) => Ok(Some(format!("uploaded {} ({size} bytes)", self.text()))),
-            Err(e) => {
-                tracing::warn!(
-                    phase = "install",
-                    "build cache upload failed (the node is fine): {e}"
-                );
-                Ok(None)
-            }
+        tracing::info!(object = %self.text(), secs = start.elapsed().as_secs_f64(), ok = put.is_ok(), "upload ended");
+        if let Err(e) = &put {
+            tracing::warn!("build cache upload failed (the node is fine): {e}");
         }
+        Ok(put.is_ok())
     }
 }

@@ -1,6 +1,9 @@
 //! Phase `install`, in this order: OS packages, pip, native libraries built from source (with
-//! the S3 build cache), time zone. Each part converges on its own: installed packages are
-//! skipped, pip and source builds leave markers keyed by the hash of what they did.
+//! the S3 build cache), time zone. `plan` and `apply` are one `converge`: each part decides
+//! its action once, records it, and (not in a dry run) takes it, so a run's actions are its
+//! plan's. Each part converges on its own: installed packages and the time zone are read off
+//! the node; pip and each source build leave a marker keyed by the hash of what they did
+//! (`install/*.done`), because only they cannot tell from the node whether they are done.
 
 mod cache;
 mod packages;
@@ -12,7 +15,7 @@ use anyhow::{anyhow, Context};
 use async_trait::async_trait;
 use emrboot_config::PhaseName;
 use emrboot_os::{atomic, timezone};
-use emrboot_runner::{Ctx, Phase, PhaseError, Precheck};
+use emrboot_runner::{Actions, Ctx, Phase, PhaseError, Precheck};
 use std::path::PathBuf;
 
 pub struct Install;
@@ -49,10 +52,6 @@ pub(crate) fn work_dir(ctx: &Ctx, prefix: &str) -> anyhow::Result<PathBuf> {
     Ok(work)
 }
 
-fn log_action(action: &str) {
-    tracing::info!(phase = "install", outcome = "changed", "{action}");
-}
-
 #[async_trait]
 impl Phase for Install {
     fn name(&self) -> PhaseName {
@@ -73,48 +72,35 @@ impl Phase for Install {
     }
 
     async fn plan(&self, ctx: &Ctx) -> Result<Vec<String>, PhaseError> {
-        let cfg = table(ctx)?;
-        let mut actions = Vec::new();
-        actions.extend(packages::plan(&cfg.packages).await?);
-        if let Some(p) = &cfg.pip {
-            actions.extend(pip::plan(ctx, p, cfg.cache.as_ref()).await?);
-        }
-        for s in &cfg.sources {
-            actions.extend(source::plan(ctx, s, cfg.cache.as_ref()).await?);
-        }
-        if let Some(zone) = &cfg.timezone {
-            if !timezone::is_set(&ctx.root, zone) {
-                actions.push(link_action(zone));
-            }
-        }
-        Ok(actions)
+        converge(ctx, true).await
     }
 
     async fn apply(&self, ctx: &Ctx) -> Result<Vec<String>, PhaseError> {
-        let cfg = table(ctx)?;
-        let mut actions = Vec::new();
-        actions.extend(packages::apply(&cfg.packages).await?);
-        if let Some(p) = &cfg.pip {
-            actions.extend(pip::apply(ctx, p, cfg.cache.as_ref()).await?);
-        }
-        for s in &cfg.sources {
-            actions.extend(source::apply(ctx, s, cfg.cache.as_ref()).await?);
-        }
-        if let Some(zone) = &cfg.timezone {
-            if timezone::set(&ctx.root, zone)? {
-                let action = link_action(zone);
-                log_action(&action);
-                actions.push(action);
-            } else {
-                tracing::info!(
-                    phase = "install",
-                    outcome = "unchanged",
-                    "time zone is already {zone}"
-                );
-            }
-        }
-        Ok(actions)
+        converge(ctx, false).await
     }
+}
+
+async fn converge(ctx: &Ctx, dry_run: bool) -> Result<Vec<String>, PhaseError> {
+    let cfg = table(ctx)?;
+    let mut a = Actions::new(PhaseName::Install, dry_run);
+    packages::converge(&cfg.packages, &mut a).await?;
+    if let Some(p) = &cfg.pip {
+        pip::converge(ctx, p, cfg.cache.as_ref(), &mut a).await?;
+    }
+    for s in &cfg.sources {
+        source::converge(ctx, s, cfg.cache.as_ref(), &mut a).await?;
+    }
+    if let Some(zone) = &cfg.timezone {
+        if timezone::is_set(&ctx.root, zone) {
+            tracing::info!("time zone is already {zone}");
+        } else {
+            if !a.dry_run() {
+                timezone::set(&ctx.root, zone)?;
+            }
+            a.did(link_action(zone));
+        }
+    }
+    Ok(a.into_vec())
 }
 
 fn link_action(zone: &str) -> String {

@@ -1,9 +1,8 @@
 //! OS packages: the missing ones, in one transaction of the node's package manager. The actions
 //! are the exact command lines, so `plan` shows what a run will execute.
 
-use super::log_action;
 use emrboot_os::pkg::Manager;
-use emrboot_runner::PhaseError;
+use emrboot_runner::{Actions, PhaseError};
 
 async fn missing(pkgs: &[String]) -> Result<Option<(Manager, Vec<String>)>, PhaseError> {
     if pkgs.is_empty() {
@@ -18,27 +17,16 @@ fn describe(mgr: Manager, missing: &[String]) -> Vec<String> {
     mgr.commands(missing).iter().map(|c| c.join(" ")).collect()
 }
 
-pub(super) async fn plan(pkgs: &[String]) -> Result<Vec<String>, PhaseError> {
-    Ok(missing(pkgs)
-        .await?
-        .map(|(mgr, m)| describe(mgr, &m))
-        .unwrap_or_default())
-}
-
-pub(super) async fn apply(pkgs: &[String]) -> Result<Vec<String>, PhaseError> {
+pub(super) async fn converge(pkgs: &[String], a: &mut Actions) -> Result<(), PhaseError> {
     let Some((mgr, missing)) = missing(pkgs).await? else {
         if !pkgs.is_empty() {
-            tracing::info!(
-                phase = "install",
-                outcome = "unchanged",
-                "packages already installed: {}",
-                pkgs.join(", ")
-            );
+            tracing::info!("packages already installed: {}", pkgs.join(", "));
         }
-        return Ok(Vec::new());
+        return Ok(());
     };
-    mgr.install(&missing).await?;
-    let actions = describe(mgr, &missing);
-    actions.iter().for_each(|a| log_action(a));
-    Ok(actions)
+    if !a.dry_run() {
+        mgr.install(&missing).await?;
+    }
+    a.did_all(describe(mgr, &missing));
+    Ok(())
 }

@@ -8,16 +8,17 @@
 //! A system-wide install (no `target`) is not cached: what pip puts there depends on what the
 //! OS already provides, and it would land among the OS's own files.
 
-use super::pip_cache::{cached_object, through_cache};
-use super::{install_dir, log_action, marker, work_dir, write_marker};
+use super::cache::Object;
+use super::pip_cache::{cached_object, Through};
+use super::{install_dir, marker, work_dir, write_marker};
 use anyhow::Context;
 use emrboot_aws::{fetch_bytes, location_text};
 use emrboot_config::{BuildCache, Pip};
 use emrboot_os::atomic;
 use emrboot_os::command::Cmd;
-use emrboot_runner::{Ctx, PhaseError};
+use emrboot_runner::{Actions, Ctx, PhaseError};
 use sha2::{Digest, Sha256};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub(super) const PIP_BOUND: Duration = Duration::from_secs(1800);
@@ -75,37 +76,9 @@ pub(super) fn argv(cfg: &Pip, req_file: Option<&Path>, into: Option<&Path>) -> V
     a
 }
 
-pub(super) async fn plan(
-    ctx: &Ctx,
-    cfg: &Pip,
-    cache: Option<&BuildCache>,
-) -> Result<Vec<String>, PhaseError> {
-    let w = work(ctx, cfg).await?;
-    if marker(ctx, &format!("pip-{}", w.hash)).is_file() {
-        return Ok(Vec::new());
-    }
-    let req = cfg.requirements.as_ref().map(location_text);
-    let shown = argv(cfg, req.as_deref().map(Path::new), cfg.target.as_deref()).join(" ");
-    let line = match (cached_object(ctx, cfg, &w, cache).await?, &cfg.target) {
-        (Some(obj), Some(target)) if obj.present(ctx).await? => format!(
-            "pip: cache hit {}: unpack into {}",
-            obj.text(),
-            target.display()
-        ),
-        (Some(obj), _) => format!(
-            "pip: cache miss: {shown} (into a staging dir), upload {}",
-            obj.text()
-        ),
-        (None, None) if cache.is_some() => format!(
-            "pip: {shown} (not cached: a system-wide install is never cached; set target to cache it)"
-        ),
-        (None, _) => format!("pip: {shown}"),
-    };
-    Ok(vec![line])
-}
-
 /// `python3 -m pip`, or the interpreter's own bundled pip (no get-pip.py from the network).
-pub(super) async fn ensure_pip() -> anyhow::Result<()> {
+/// The probe is read-only, so `plan` lists ensurepip exactly when a run would take it.
+pub(super) async fn ensure_pip(a: &mut Actions) -> anyhow::Result<()> {
     let probe = Cmd::new(
         ["python3", "-m", "pip", "--version"],
         Duration::from_secs(60),
@@ -113,65 +86,114 @@ pub(super) async fn ensure_pip() -> anyhow::Result<()> {
     .output()
     .await?;
     if !probe.success {
-        Cmd::new(
-            ["python3", "-m", "ensurepip", "--default-pip"],
-            Duration::from_secs(300),
-        )
-        .run()
-        .await?;
-        log_action("pip: python3 -m ensurepip");
+        if !a.dry_run() {
+            Cmd::new(
+                ["python3", "-m", "ensurepip", "--default-pip"],
+                Duration::from_secs(300),
+            )
+            .run()
+            .await?;
+        }
+        a.did("pip: python3 -m ensurepip");
     }
     Ok(())
 }
 
-pub(super) async fn apply(
+/// pip's command line as `plan` and the action lines show it: the requirements by their
+/// location, not the run's local copy.
+fn shown(cfg: &Pip) -> String {
+    let req = cfg.requirements.as_ref().map(location_text);
+    argv(cfg, req.as_deref().map(Path::new), cfg.target.as_deref()).join(" ")
+}
+
+pub(super) async fn converge(
     ctx: &Ctx,
     cfg: &Pip,
     cache: Option<&BuildCache>,
-) -> Result<Vec<String>, PhaseError> {
+    a: &mut Actions,
+) -> Result<(), PhaseError> {
     let w = work(ctx, cfg).await?;
     let name = format!("pip-{}", w.hash);
     if marker(ctx, &name).is_file() {
-        tracing::info!(
-            phase = "install",
-            outcome = "unchanged",
-            "pip: same requirements as the last run"
-        );
-        return Ok(Vec::new());
+        tracing::info!("pip: same requirements as the last run");
+        return Ok(());
     }
-    let req_file = match &w.requirements {
-        Some(text) => {
-            let f = install_dir(ctx).join(format!("requirements-{}.txt", w.hash));
-            atomic::write(&f, text, 0o600)?;
-            Some(f)
-        }
-        None => None,
-    };
-    let actions = match (cached_object(ctx, cfg, &w, cache).await?, &cfg.target) {
+    match (cached_object(ctx, cfg, &w, cache).await?, &cfg.target) {
         (Some(obj), Some(target)) => {
+            let whole = obj.whole(ctx).await?;
+            if a.dry_run() {
+                if whole.is_some() {
+                    a.did(hit_line(&obj, target));
+                } else {
+                    ensure_pip(a).await?;
+                    a.did(miss_line(cfg, &obj));
+                }
+                return Ok(());
+            }
+            let req_file = requirements_file(ctx, &w)?;
             // A run killed mid-install leaves its work dir (archive, staging); it is of no use.
             let prefix = "work-pip-";
             atomic::sweep_dead(&install_dir(ctx), prefix);
             let work = work_dir(ctx, prefix)?;
-            let result = through_cache(ctx, cfg, req_file.as_deref(), target, &obj, &work).await;
+            let got = Through {
+                cfg,
+                req_file: req_file.as_deref(),
+                target,
+                obj: &obj,
+                whole: whole.as_deref(),
+                work: &work,
+            }
+            .install(ctx, a)
+            .await;
             let _ = std::fs::remove_dir_all(&work);
-            result?
+            got?;
         }
         _ => {
-            if cache.is_some() {
-                tracing::info!(
-                    phase = "install",
-                    "pip: not cached: a system-wide install (no target) is never cached"
-                );
+            let line = if cache.is_some() {
+                format!(
+                    "pip: {} (not cached: a system-wide install is never cached; set target to cache it)",
+                    shown(cfg)
+                )
+            } else {
+                format!("pip: {}", shown(cfg))
+            };
+            ensure_pip(a).await?;
+            if !a.dry_run() {
+                let req_file = requirements_file(ctx, &w)?;
+                let argv = argv(cfg, req_file.as_deref(), cfg.target.as_deref());
+                Cmd::new(argv, PIP_BOUND).run().await?;
             }
-            ensure_pip().await?;
-            let a = argv(cfg, req_file.as_deref(), cfg.target.as_deref());
-            Cmd::new(a.clone(), PIP_BOUND).run().await?;
-            let action = format!("pip: {}", a.join(" "));
-            log_action(&action);
-            vec![action]
+            a.did(line);
         }
+    }
+    if !a.dry_run() {
+        write_marker(ctx, &name)?;
+    }
+    Ok(())
+}
+
+/// The run's local copy of the requirements, for pip's `-r`.
+fn requirements_file(ctx: &Ctx, w: &Work) -> anyhow::Result<Option<PathBuf>> {
+    let Some(text) = &w.requirements else {
+        return Ok(None);
     };
-    write_marker(ctx, &name)?;
-    Ok(actions)
+    let f = install_dir(ctx).join(format!("requirements-{}.txt", w.hash));
+    atomic::write(&f, text, 0o600)?;
+    Ok(Some(f))
+}
+
+pub(super) fn hit_line(obj: &Object, target: &Path) -> String {
+    format!(
+        "pip: cache hit {}: unpack into {}",
+        obj.text(),
+        target.display()
+    )
+}
+
+pub(super) fn miss_line(cfg: &Pip, obj: &Object) -> String {
+    format!(
+        "pip: cache miss: {} (into a staging dir), upload {}",
+        shown(cfg),
+        obj.text()
+    )
 }

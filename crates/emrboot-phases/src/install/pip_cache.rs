@@ -1,14 +1,13 @@
 //! pip through the S3 build cache: the key, and a hit or a miss installed through one archive.
 
 use super::cache::Object;
-use super::log_action;
-use super::pip::{argv, ensure_pip, Work, PIP_BOUND};
+use super::pip::{argv, ensure_pip, hit_line, miss_line, Work, PIP_BOUND};
 use anyhow::{anyhow, Context};
 use emrboot_config::{BuildCache, Pip};
 use emrboot_os::archive;
 use emrboot_os::command::Cmd;
 use emrboot_os::pkg::{os_release, Manager};
-use emrboot_runner::Ctx;
+use emrboot_runner::{Actions, Ctx};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -83,52 +82,63 @@ pub(super) async fn cached_object(
         (&id, &version),
         std::env::consts::ARCH,
     );
-    tracing::info!(phase = "install", key = %key, interpreter = %python, os = %format!("{id} {version}"), "pip cache key");
+    tracing::info!(key = %key, interpreter = %python, os = %format!("{id} {version}"), "pip cache key");
     Ok(Some(Object::new(cache, "pip", &key)))
 }
 
-/// Hit: the cached archive. Miss: pip into `work/stage`, packed. Either way that archive is
-/// unpacked into the target, unless it would overwrite files the OS package manager owns.
-pub(super) async fn through_cache(
-    ctx: &Ctx,
-    cfg: &Pip,
-    req_file: Option<&Path>,
-    target: &Path,
-    obj: &Object,
-    work: &Path,
-) -> anyhow::Result<Vec<String>> {
-    let archive_path = work.join("staged.tar.gz");
-    let mut actions = Vec::new();
-    let hit = obj.fetch(ctx, &archive_path).await?;
-    if hit {
-        actions.push(format!("pip: cache hit {}", obj.text()));
-    } else {
-        ensure_pip().await?;
-        let stage = work.join("stage");
-        let a = argv(cfg, req_file, Some(&stage));
-        Cmd::new(a.clone(), PIP_BOUND).run().await?;
-        archive::pack(&stage, &archive_path)?;
-        actions.push(format!("pip: cache miss: {}", a.join(" ")));
-    }
-    refuse_os_owned(&archive_path, target).await?;
-    std::fs::create_dir_all(target).with_context(|| format!("create {}", target.display()))?;
-    let n = archive::unpack(&archive_path, target)?;
-    actions.push(format!(
-        "pip: {n} staged entries copied into {}",
-        target.display()
-    ));
-    if !hit {
-        if let Some(up) = obj
+/// One run of pip through the cache, once `Object::whole` has decided hit or miss.
+pub(super) struct Through<'a> {
+    pub(super) cfg: &'a Pip,
+    pub(super) req_file: Option<&'a Path>,
+    pub(super) target: &'a Path,
+    pub(super) obj: &'a Object,
+    /// The cached archive's checksum: a hit, unless its body turns out corrupt.
+    pub(super) whole: Option<&'a str>,
+    /// The run's scratch dir, which the caller removes.
+    pub(super) work: &'a Path,
+}
+
+impl Through<'_> {
+    /// Hit: the cached archive. Miss: pip into `work/stage`, packed. Either way that archive
+    /// is unpacked into the target, unless it would overwrite files the OS package manager
+    /// owns. Records the same line `plan` showed for the hit or miss it turned out to be.
+    pub(super) async fn install(&self, ctx: &Ctx, a: &mut Actions) -> anyhow::Result<()> {
+        let archive_path = self.work.join("staged.tar.gz");
+        let hit = match self.whole {
+            Some(sha) => self.obj.fetch(ctx, sha, &archive_path).await?,
+            None => false,
+        };
+        if !hit {
+            ensure_pip(a).await?;
+            let stage = self.work.join("stage");
+            let argv = argv(self.cfg, self.req_file, Some(&stage));
+            Cmd::new(argv, PIP_BOUND).run().await?;
+            archive::pack(&stage, &archive_path)?;
+        }
+        refuse_os_owned(&archive_path, self.target).await?;
+        std::fs::create_dir_all(self.target)
+            .with_context(|| format!("create {}", self.target.display()))?;
+        let n = archive::unpack(&archive_path, self.target)?;
+        tracing::info!(
+            "pip: {n} staged entries copied into {}",
+            self.target.display()
+        );
+        if hit {
+            a.did(hit_line(self.obj, self.target));
+        } else if self
+            .obj
             .upload(ctx, "the staged pip install", &archive_path)
             .await?
         {
-            actions.push(format!("pip: {up}"));
+            a.did(miss_line(self.cfg, self.obj));
+        } else {
+            a.did(format!(
+                "{} (the upload failed; the node is fine)",
+                miss_line(self.cfg, self.obj)
+            ));
         }
+        Ok(())
     }
-    for a in &actions {
-        log_action(a);
-    }
-    Ok(actions)
 }
 
 /// Fails, naming them, when unpacking `archive_path` into `target` would replace files that

@@ -5,14 +5,14 @@
 //! staging dir and unpacks that archive into the root; a hit downloads the archive instead.
 
 use super::cache::Object;
-use super::{log_action, marker, work_dir, write_marker};
+use super::{marker, work_dir, write_marker};
 use anyhow::{anyhow, Context};
 use emrboot_aws::{download, location_text};
 use emrboot_config::{BuildCache, SourceBuild};
 use emrboot_os::archive;
 use emrboot_os::command::Cmd;
 use emrboot_os::pkg::os_release;
-use emrboot_runner::{Ctx, PhaseError};
+use emrboot_runner::{Actions, Ctx, PhaseError};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -55,35 +55,33 @@ fn names(ctx: &Ctx, src: &SourceBuild, cache: Option<&BuildCache>) -> Names {
     }
 }
 
-pub(super) async fn plan(
-    ctx: &Ctx,
-    src: &SourceBuild,
-    cache: Option<&BuildCache>,
-) -> Result<Vec<String>, PhaseError> {
-    let n = names(ctx, src, cache);
-    // plan changes nothing: a dead run's work dir is swept by apply, not here.
-    if marker(ctx, &n.marker).is_file() {
-        return Ok(Vec::new());
-    }
-    let build = format!(
+fn build_text(src: &SourceBuild) -> String {
+    format!(
         "download {}, check sha256, build ({}), install to staging",
         location_text(&src.url),
         src.build.join("; ")
-    );
-    let line = match &n.object {
-        Some(obj) if obj.present(ctx).await? => format!(
-            "source {}: cache hit {}: unpack and run post",
-            src.name,
-            obj.text()
-        ),
+    )
+}
+
+fn hit_line(src: &SourceBuild, obj: &Object) -> String {
+    format!(
+        "source {}: cache hit {}: unpack and run post",
+        src.name,
+        obj.text()
+    )
+}
+
+/// A build, and with a cache the upload of what it staged.
+fn build_line(src: &SourceBuild, obj: Option<&Object>) -> String {
+    match obj {
         Some(obj) => format!(
-            "source {}: cache miss: {build}, upload {}",
+            "source {}: cache miss: {}, upload {}",
             src.name,
+            build_text(src),
             obj.text()
         ),
-        None => format!("source {}: {build}", src.name),
-    };
-    Ok(vec![line])
+        None => format!("source {}: {}", src.name, build_text(src)),
+    }
 }
 
 /// Runs `sh -c STEP` (the config's own text, the one place a shell runs), bounded, logged
@@ -103,12 +101,7 @@ async fn step(
     cmd.run()
         .await
         .with_context(|| format!("{kind} step {text:?}"))?;
-    tracing::info!(
-        phase = "install",
-        step = kind,
-        secs = start.elapsed().as_secs_f64(),
-        "{text}"
-    );
+    tracing::info!(step = kind, secs = start.elapsed().as_secs_f64(), "{text}");
     Ok(())
 }
 
@@ -150,63 +143,65 @@ async fn build(
     Ok(())
 }
 
-pub(super) async fn apply(
+pub(super) async fn converge(
     ctx: &Ctx,
     src: &SourceBuild,
     cache: Option<&BuildCache>,
-) -> Result<Vec<String>, PhaseError> {
+    a: &mut Actions,
+) -> Result<(), PhaseError> {
     let n = names(ctx, src, cache);
-    // A run killed mid-build leaves its work dir (tarball, tree, staging); it is of no use.
     let prefix = format!("work-{}-", src.name);
-    emrboot_os::atomic::sweep_dead(&super::install_dir(ctx), &prefix);
+    if !a.dry_run() {
+        // A run killed mid-build leaves its work dir (tarball, tree, staging); it is of no use.
+        emrboot_os::atomic::sweep_dead(&super::install_dir(ctx), &prefix);
+    }
     if marker(ctx, &n.marker).is_file() {
-        tracing::info!(
-            phase = "install",
-            outcome = "unchanged",
-            "source {} already installed (key {})",
-            src.name,
-            n.key
-        );
-        return Ok(Vec::new());
+        tracing::info!("source {} already installed (key {})", src.name, n.key);
+        return Ok(());
+    }
+    let whole = match &n.object {
+        Some(obj) => obj.whole(ctx).await?,
+        None => None,
+    };
+    if a.dry_run() {
+        a.did(match (&n.object, &whole) {
+            (Some(obj), Some(_)) => hit_line(src, obj),
+            (obj, _) => build_line(src, obj.as_ref()),
+        });
+        return Ok(());
     }
     let work = work_dir(ctx, &prefix)?;
-    let result = build_or_fetch(ctx, src, &n, &work).await;
+    let result = build_or_fetch(ctx, src, &n, whole.as_deref(), &work).await;
     let _ = std::fs::remove_dir_all(&work);
-    let actions = result?;
+    a.did(result?);
     write_marker(ctx, &n.marker)?;
-    Ok(actions)
+    Ok(())
 }
 
+/// Fetches the cached build (`whole`: its checksum) or builds it, unpacks it into the root
+/// and runs `post`; returns the line `plan` showed for the hit or build it turned out to be.
 async fn build_or_fetch(
     ctx: &Ctx,
     src: &SourceBuild,
     n: &Names,
+    whole: Option<&str>,
     work: &Path,
-) -> anyhow::Result<Vec<String>> {
+) -> anyhow::Result<String> {
     let archive_path = work.join("staged.tar.gz");
-    let mut actions = Vec::new();
-    let hit = match &n.object {
-        Some(obj) if obj.fetch(ctx, &archive_path).await? => {
-            actions.push(format!("source {}: cache hit {}", src.name, obj.text()));
-            true
-        }
+    let hit = match (&n.object, whole) {
+        (Some(obj), Some(sha)) => obj.fetch(ctx, sha, &archive_path).await?,
         _ => false,
     };
     if !hit {
         build(ctx, src, work, &archive_path).await?;
-        actions.push(format!(
-            "source {}: built from {}",
-            src.name,
-            location_text(&src.url)
-        ));
     }
-    let files = archive::unpack(&archive_path, ctx.root.path())?;
-    actions.push(format!(
+    let root = ctx.root.path();
+    let files = archive::unpack(&archive_path, root)?;
+    tracing::info!(
         "source {}: {files} staged entries copied into {}",
         src.name,
-        ctx.root.path().display()
-    ));
-    let root = ctx.root.path();
+        root.display()
+    );
     for s in &src.post {
         step(
             "post",
@@ -217,17 +212,21 @@ async fn build_or_fetch(
         )
         .await?;
     }
-    if !hit {
-        if let Some(obj) = &n.object {
-            if let Some(up) = obj.upload(ctx, "the staged build", &archive_path).await? {
-                actions.push(format!("source {}: {up}", src.name));
+    Ok(match &n.object {
+        Some(obj) if hit => hit_line(src, obj),
+        Some(obj) => {
+            // After post: nothing is uploaded that has not proved it installs.
+            if obj.upload(ctx, "the staged build", &archive_path).await? {
+                build_line(src, Some(obj))
+            } else {
+                format!(
+                    "{} (the upload failed; the node is fine)",
+                    build_line(src, Some(obj))
+                )
             }
         }
-    }
-    for a in &actions {
-        log_action(a);
-    }
-    Ok(actions)
+        None => build_line(src, None),
+    })
 }
 
 #[cfg(test)]

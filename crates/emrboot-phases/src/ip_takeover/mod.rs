@@ -321,8 +321,6 @@ impl IpTakeover {
         }
         if !dry_run && actions.is_empty() {
             tracing::info!(
-                phase = "ip-takeover",
-                outcome = "unchanged",
                 "{} already ours, on {}, with both rules",
                 cfg.address,
                 a.link.name
