@@ -25,6 +25,27 @@ import cluster_records  # noqa: E402
 from install_cache import pick_binary as binary  # noqa: E402  (benchmarks/, the script's own dir)
 
 
+def raw_gets(port, bucket, keys, threads):
+    """Seconds to GET every key from moto over plain HTTP/1.1, THREADS connections in parallel."""
+    import http.client
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    local = threading.local()
+
+    def get(key):
+        if not hasattr(local, "conn"):
+            local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        local.conn.request("GET", f"/{bucket}/{key}")
+        r = local.conn.getresponse()
+        body = r.read()
+        assert r.status == 200 and body, (r.status, key)
+
+    t = time.monotonic()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(get, keys))
+    return time.monotonic() - t
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--nodes", type=int, default=1000)
@@ -50,6 +71,12 @@ def main():
             times.append(time.monotonic() - t)
         print(f"boto3 baseline (list + {len(keys)} GETs, 32 threads): median {statistics.median(times):.2f} s, "
               f"max {max(times):.2f} s over {a.rounds} runs")
+        # moto's floor: the same GETs with no client work at all (no signing, no parsing, one
+        # kept-alive connection per thread), so what is left is moto serving them.
+        for threads in (1, 32):
+            times = [raw_gets(moto.port, facts["bucket"], keys, threads) for _ in range(a.rounds)]
+            print(f"raw http.client floor ({len(keys)} unsigned GETs, keep-alive, {threads} thread(s)): "
+                  f"median {statistics.median(times):.2f} s, max {max(times):.2f} s over {a.rounds} runs")
         env = bench.node_env(moto, "http://127.0.0.1:9", work / "info", work / "state")
         argv = [str(binary()), "cluster", "--cluster-id", bench.JOB_FLOW_ID, "--report", f"s3://{facts['bucket']}/r/"]
         for label, extra in (("--json", ["--json"]), ("--json --html", ["--json", "--html", str(work / "c.html")])):

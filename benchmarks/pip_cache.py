@@ -13,7 +13,7 @@ The wheels are fetched from PyPI once with `pip download` into .bench/pip-wheels
 a loopback http server (`--no-index --find-links http://127.0.0.1:PORT/`). pip's own cache is
 off. A local index understates the real cold time (no NAT gateway, no PyPI latency).
 
-    .bench/venv/bin/python benchmarks/pip_cache.py [--hit-rounds 3] [--python /path/to/python3]
+    .bench/venv/bin/python benchmarks/pip_cache.py [--hit-rounds 3] [--python /path/to/python3] [--logs DIR]
 
 The binary: $EMRBOOT_BIN, else target/release/emrboot if it exists, else target/debug/emrboot.
 """
@@ -37,6 +37,9 @@ from install_kit import FileServer, s3_client, tree  # noqa: E402
 
 PREFIX = "build-cache/"
 TARGET_RATIO = 20
+# --logs DIR: each run's stderr (timestamped log lines) kept as DIR/<node>.log, to see where a
+# run's time goes.
+LOG_DIR = None
 WHEELS = REPO / ".bench" / "pip-wheels"
 REQUIREMENTS = ["pandas==2.2.3", "pyarrow==18.1.0", "boto3==1.35.90", "requests==2.32.3", "PyMySQL==1.1.1",
                 "redis==5.2.1", "prettytable==3.12.0"]
@@ -84,6 +87,8 @@ def timed(exe, cfg, env, timeout):
     wall = time.perf_counter() - t0
     if cp.returncode != 0:
         raise RuntimeError(f"emrboot exit {cp.returncode}\n{cp.stdout}\n{cp.stderr[-4000:]}")
+    if LOG_DIR:
+        (LOG_DIR / f"{Path(env['EMRBOOT_STATE_DIR']).parent.name}.log").write_text(cp.stderr)
     return wall
 
 
@@ -97,7 +102,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hit-rounds", type=int, default=3)
     ap.add_argument("--python", default=None, help="the node's python3 (default: python3 on PATH, resolved)")
+    ap.add_argument("--logs", type=Path, default=None, help="keep each run's log lines in this dir")
     a = ap.parse_args()
+    global LOG_DIR
+    if a.logs:
+        LOG_DIR = a.logs
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
     exe = pick_binary()
     if not exe.is_file():
         sys.exit(f"emrboot binary not found at {exe}: cargo build (--release), or set EMRBOOT_BIN")

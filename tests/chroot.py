@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import bench
+from node import EmrbootNode
 
 MIRROR = "http://deb.debian.org/debian"
 SUITE = "bookworm"
@@ -182,11 +183,14 @@ def base_env(**extra):
     return env
 
 
-class ChrootNode:
+class ChrootNode(EmrbootNode):
     """An EMR node that is a Debian chroot: emrboot at /usr/local/bin/emrboot, the info files at
     /mnt/var/lib/info, state in /var/lib/emrboot, log in /var/log/emrboot.log, no EMRBOOT_ROOT
     (the chroot's / is the node's root). AWS is the bench's moto and IMDS emulator on 127.0.0.1."""
 
+    label = "chroot"
+    default_timeout = 900
+    cwd = "/"
     BIN = "/usr/local/bin/emrboot"
     INFO = "/mnt/var/lib/info"
     STATE = "/var/lib/emrboot"
@@ -229,20 +233,12 @@ class ChrootNode:
         p.write_text(text)
         return inside
 
-    def emrboot(self, *args, timeout=900):
-        return self.chroot.run([self.BIN, *args], env=self.env, timeout=timeout)
+    # -- emrboot in the node: run, start, finish (bench/node.py) ----------------------------------
+    def enter(self):
+        return ["chroot", str(self.root)]
 
-    def run(self, *args, timeout=900):
-        """emrboot ARGS, as conftest's Node.run has it (so helpers.status_json and plan_json
-        take either node)."""
-        return self.emrboot(*args, timeout=timeout)
-
-    def popen(self, *args, extra_env=None):
-        """emrboot ARGS started in the background (text pipes for stdout and stderr)."""
-        return subprocess.Popen(["chroot", str(self.root), self.BIN, *map(str, args)],
-                                env={**self.env, **(extra_env or {})}, text=True,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, cwd="/")
+    def exe(self):
+        return self.BIN
 
     def sh(self, script, timeout=120):
         return self.chroot.sh(script, timeout=timeout)

@@ -10,6 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "bench"))
 import bench  # noqa: E402
+from node import EmrbootNode  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -40,31 +41,20 @@ def imds(moto, aws, tmp_path_factory):
         proc.stop()
 
 
-class Node:
-    """One emrboot node: its info/state dirs and environment; .run() runs the binary."""
+class Node(EmrbootNode):
+    """One emrboot node: its info/state dirs and environment, on the host (bench/node.py)."""
+
+    default_timeout = 60
 
     def __init__(self, root, kind, env):
         self.dir = root
         self.kind = kind
+        self.label = kind
         self.info_dir = root / "info"
         self.state_dir = root / "state"
         self.log_file = Path(env["EMRBOOT_LOG_FILE"])
         self.shutdown_actions_dir = Path(env["EMRBOOT_SHUTDOWN_ACTIONS_DIR"])
         self.env = env
-
-    def run(self, *args, check=None, timeout=60, input=None):
-        """Run emrboot ARGS; check=N fails the test unless the exit code is N."""
-        exe = bench.emrboot_bin()
-        if not exe.is_file():
-            pytest.fail(f"emrboot binary not found at {exe}: build it (cargo build) or set EMRBOOT_BIN",
-                        pytrace=False)
-        cp = subprocess.run([str(exe), *map(str, args)], env=self.env, text=True, capture_output=True,
-                            timeout=timeout, input=input,
-                            stdin=None if input is not None else subprocess.DEVNULL)
-        if check is not None and cp.returncode != check:
-            pytest.fail(f"emrboot {' '.join(map(str, args))}: exit {cp.returncode}, expected {check}\n"
-                        f"--- stdout\n{cp.stdout}\n--- stderr\n{cp.stderr}", pytrace=False)
-        return cp
 
 
 @pytest.fixture

@@ -16,14 +16,16 @@ import pytest
 
 import bench
 from helpers import assert_no_crash
+from node import EmrbootNode
 from net_helpers import status
 
 REPORT = "reports/"
 
 
-class SimNode:
+class SimNode(EmrbootNode):
     def __init__(self, tmp, moto, aws, name, kind, instance_id, config_text):
         self.name, self.kind, self.instance_id = name, kind, instance_id
+        self.label = name
         self.root = tmp / name
         self.imds = bench.start_imds(moto.url, instance_id, self.root / "imds")
         self.proxy = bench.start_countproxy(moto.url, self.root / "proxy")
@@ -36,15 +38,14 @@ class SimNode:
                                   {"EMRBOOT_ROOT": str(self.root / "root")})
         self.procs = []
 
-    def start(self, *args):
-        p = subprocess.Popen([str(bench.emrboot_bin()), *args], env=self.env, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    def spawn(self, argv, env):
+        """Kept, and killed by close() if the test leaves it running."""
+        p = super().spawn(argv, env)
         self.procs.append(p)
         return p
 
     def run(self, *args, timeout=120):
-        cp = subprocess.run([str(bench.emrboot_bin()), *args], env=self.env, text=True, capture_output=True,
-                            timeout=timeout, stdin=subprocess.DEVNULL)
+        cp = super().run(*args, timeout=timeout)
         assert_no_crash(cp)
         return cp
 

@@ -46,7 +46,7 @@ DONE = ("changed", "unchanged")
 CACHE = "build-cache/"
 SLEEP = "1381"  # the build step's sleep: an argv ("sleep", "1381") no other process has
 # Files whose content holds a time or a pid: compared by name and mode only.
-VOLATILE = (r"lock", r"ip\.lock", r"status\.json", r"markers/[^/]+/[^/]+\.json", r"install/[^/]+\.done")
+VOLATILE = (r"lock", r"ip\.lock", r"status\.json", r"markers/[^/]+/[^/]+\.json", r"markers/[^/]+/install/[^/]+\.json")
 SHIMMED = ("tar", "sh", "iptables")
 
 
@@ -258,7 +258,7 @@ def test_sigkill_at_every_atomic_rename_then_a_rerun_converges(crash):
     total = len(cb.renames)
     status_renames = sum(1 for p in cb.renames if p == str(m.state_dir / "status.json"))
     assert status_renames >= 2 + len(PHASES), cb.renames  # at least at the start and each phase's start
-    for want in ("config.toml", "bin/emrboot", "install/source-demo-*.done",
+    for want in ("config.toml", "bin/emrboot", "markers/*/install/source-demo-*.json",
                  "markers/*/shutdown-hook-*.json"):
         assert any(fnmatch.fnmatch(p, f"{m.state_dir}/{want}") for p in cb.renames), (want, cb.renames)
     tried, problems = [], {}
@@ -598,7 +598,7 @@ def test_a_stop_signal_inside_a_build_step_interrupts_the_phase(src, sig):
     assert helpers.phase(st, "install")["outcome"] == "interrupted", st
     assert helpers.phase(st, "tag")["outcome"] == "not-run", st
     assert not list(n.state_dir.glob("markers/*/install-*.json")), "a marker for the interrupted phase"
-    assert not list(n.state_dir.glob("install/*.done")), "a marker for the interrupted build"
+    assert not list(n.state_dir.glob("markers/*/install/*.json")), "a marker for the interrupted build"
     assert debris(n.state_dir, n.root) == [], debris(n.state_dir, n.root)
     assert src.objects() == {}, "an interrupted build was uploaded"
     assert not (n.root / "usr").exists(), "an interrupted build was installed"

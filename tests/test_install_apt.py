@@ -41,7 +41,7 @@ def status(n):
 
 
 def run_install(n, config="/cfg.toml"):
-    cp = n.emrboot("run", "--config", config, "--only", "install")
+    cp = n.run("run", "--config", config, "--only", "install")
     assert_no_crash(cp)
     return cp
 
@@ -76,7 +76,7 @@ def test_installs_a_missing_package_in_one_transaction_and_skips_it_next_time(de
     assert installed(n, "bash")
 
     # plan: only the missing package, and plan itself runs no apt-get.
-    cp = n.emrboot("plan", "--config", "/cfg.toml")
+    cp = n.run("plan", "--config", "/cfg.toml")
     assert_no_crash(cp)
     assert cp.returncode == 0, cp.stdout + cp.stderr
     _, phases = plan_lines(cp.stdout)
@@ -124,7 +124,7 @@ def test_installs_a_missing_package_in_one_transaction_and_skips_it_next_time(de
     rerun_log = n.log_file.read_bytes()[log_size:].decode(errors="replace")
     assert "Setting up" not in rerun_log, rerun_log
     # ... and plan has nothing left to install.
-    cp = n.emrboot("plan", "--config", "/cfg.toml")
+    cp = n.run("plan", "--config", "/cfg.toml")
     assert cp.returncode == 0, cp.stdout + cp.stderr
     assert not any("apt-get install" in ln for ln in plan_lines(cp.stdout)[1]["install"]), cp.stdout
 
@@ -174,7 +174,7 @@ def test_a_package_name_with_shell_metacharacters_is_a_config_error(debian):
     """(More shapes of bad names: test_validate.py; here on the node, and `run` too.)"""
     n = debian
     n.write("/bad.toml", '[install]\npackages = ["hello", "hello;id"]\n')
-    cp = n.emrboot("validate", "/bad.toml")
+    cp = n.run("validate", "/bad.toml")
     assert_no_crash(cp)
     assert cp.returncode == 2, cp.stdout + cp.stderr
     assert any(ln.startswith("/bad.toml:2:22: ") for ln in cp.stdout.splitlines()), cp.stdout
@@ -190,7 +190,7 @@ def test_a_node_without_ca_certificates_is_not_a_crash(debian):
     n = debian
     n.chroot.path("/etc/ssl/certs/ca-certificates.crt").unlink()
     n.write("/cfg.toml", '[install]\npackages = ["bash"]\n')
-    cp = n.emrboot("plan", "--config", "/cfg.toml")
+    cp = n.run("plan", "--config", "/cfg.toml")
     assert_no_crash(cp)
     assert cp.returncode in (0, 2), cp.stdout + cp.stderr
     if cp.returncode == 2:

@@ -194,7 +194,7 @@ def test_a_held_package_database_is_waited_for_then_the_install_runs(al, holder)
     n = al
     n.write("/cfg.toml", config("emr-hello"))
     with Holder(n, holder) as h:
-        run = n.popen("run", "--config", "/cfg.toml", "--only", "install")
+        run = n.start("run", "--config", "/cfg.toml", "--only", "install")
         try:
             # It says it waits, and for whom, and starts no transaction meanwhile.
             wait_for(lambda: "waiting for the package lock" in log_text(n), "emrboot to say it waits")

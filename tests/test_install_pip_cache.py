@@ -78,7 +78,10 @@ class PipCacheBench(CachedObjects):
         return inst["actions"]
 
     def pip_calls(self):
-        return [a for _, a in shim_calls(self.calls_log) if a[:2] in (["-m", "pip"], ["-m", "ensurepip"])]
+        """Every pip or ensurepip run but the read-only probe `-m pip --version` (plan asks it, to
+        list ensurepip exactly when a run would take it)."""
+        return [a for _, a in shim_calls(self.calls_log)
+                if a[:2] in (["-m", "pip"], ["-m", "ensurepip"]) and a != ["-m", "pip", "--version"]]
 
     def move_target_aside(self, name):
         aside = self.tmp / name

@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import bench
+from node import EmrbootNode
 
 ROOT_PREFIX = "ebt-"
 PID_PREFIX = f"{ROOT_PREFIX}{os.getpid()}-"
@@ -228,13 +229,14 @@ class Topology:
             raise errors[0]
 
 
-class NetNode:
+class NetNode(EmrbootNode):
     """One node of the netbench: emrboot runs inside its namespace, seeing its own IMDS emulator
     and moto (through its own counting proxy) at the same 127.0.0.1 ports as on the host."""
 
     def __init__(self, bench_, name, kind, root, facts, imds, proxy):
         self.bench = bench_
         self.name = name  # "master" | "core"
+        self.label = name
         self.kind = kind
         self.ns = None
         self.root = Path(root)
@@ -280,28 +282,13 @@ class NetNode:
                                  f"expected {check}\n--- stdout\n{cp.stdout}\n--- stderr\n{cp.stderr}")
         return cp
 
-    def run(self, *args, check=None, timeout=120, input=None):
-        """emrboot ARGS inside the namespace; check=N fails unless the exit code is N."""
-        exe = bench.emrboot_bin()
-        if not exe.is_file():
-            raise AssertionError(f"emrboot binary not found at {exe}: build it or set EMRBOOT_BIN")
-        cp = self.bench.topo.run_in(self.ns, [exe, *args], env=self.env, timeout=timeout, input=input)
-        if check is not None and cp.returncode != check:
-            raise AssertionError(f"[{self.name}] emrboot {' '.join(map(str, args))}: exit {cp.returncode}, "
-                                 f"expected {check}\n--- stdout\n{cp.stdout}\n--- stderr\n{cp.stderr}")
-        return cp
+    # -- emrboot in the node: run, start, finish (bench/node.py) ----------------------------------
+    def enter(self):
+        return ["ip", "netns", "exec", self.ns]
 
-    def start(self, *args, env=None):
-        """emrboot ARGS inside the namespace, in the background: a Popen (text stdout/stderr
-        pipes) that the netbench stops if the test does not; finish() collects it."""
-        return self.bench.popen_in(self.ns, [bench.emrboot_bin(), *args], env=self.env if env is None else env,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    @staticmethod
-    def finish(p, timeout=120):
-        """Waits for a start()ed emrboot: (exit code, stdout, stderr)."""
-        out, err = p.communicate(timeout=timeout)
-        return p.returncode, out, err
+    def spawn(self, argv, env):
+        """Kept by the netbench, which stops it if the test does not."""
+        return self.bench.topo.popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     # -- the node's OS state --------------------------------------------------------------------
     def addresses(self, ifname="ens5"):

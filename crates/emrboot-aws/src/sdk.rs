@@ -114,6 +114,9 @@ pub struct Aws {
     imds: Arc<Imds>,
     budget: Budget,
     sdk: OnceCell<SdkConfig>,
+    /// One S3 client per process, whoever asks (`Doors`, downloads, the report): one
+    /// connection pool and one retry partition.
+    s3: OnceCell<crate::S3>,
 }
 
 impl Aws {
@@ -122,6 +125,7 @@ impl Aws {
             imds,
             budget,
             sdk: OnceCell::new(),
+            s3: OnceCell::new(),
         }
     }
 
@@ -162,14 +166,20 @@ impl Aws {
     }
 
     pub async fn s3(&self) -> Result<crate::S3, SdkError> {
-        let conf = aws_sdk_s3::config::Builder::from(self.config().await?)
-            // A custom endpoint (moto, MinIO, a VPC endpoint by IP) seldom resolves
-            // bucket-name subdomains; path-style works with all of them.
-            .force_path_style(custom_endpoint("S3"))
-            .retry_partition(unlimited_partition(&S3_PARTITION, "emrboot-s3"))
-            .interceptor(RetryLog)
-            .build();
-        Ok(crate::S3::new(aws_sdk_s3::Client::from_conf(conf)))
+        let s3 = self
+            .s3
+            .get_or_try_init(|| async {
+                let conf = aws_sdk_s3::config::Builder::from(self.config().await?)
+                    // A custom endpoint (moto, MinIO, a VPC endpoint by IP) seldom resolves
+                    // bucket-name subdomains; path-style works with all of them.
+                    .force_path_style(custom_endpoint("S3"))
+                    .retry_partition(unlimited_partition(&S3_PARTITION, "emrboot-s3"))
+                    .interceptor(RetryLog)
+                    .build();
+                Ok::<_, SdkError>(crate::S3::new(aws_sdk_s3::Client::from_conf(conf)))
+            })
+            .await?;
+        Ok(s3.clone())
     }
 
     pub async fn efs(&self) -> Result<crate::efs::SdkEfs, SdkError> {

@@ -120,6 +120,48 @@ pub async fn wait_tcp(host: &str, port: u16, bound: Duration) -> Result<(), TcpW
     }
 }
 
+/// The node's mounts as efs-mount uses them: [`Kernel`] on a node, a fake in the phases' unit
+/// tests. Reached through `Doors::mounts`.
+#[async_trait::async_trait]
+pub trait Mounts: Send + Sync {
+    /// The mount visible on `mount_point`, as the kernel reports it.
+    fn mounted_at(&self, mount_point: &Path) -> std::io::Result<Option<MountEntry>>;
+    /// `mount -t FSTYPE -o OPTIONS SOURCE DIR`, bounded.
+    async fn mount(
+        &self,
+        fstype: &str,
+        options: &str,
+        source: &str,
+        dir: &Path,
+        bound: Duration,
+    ) -> Result<(), CommandError>;
+    /// Waits until `host:port` accepts a TCP connection, up to `bound`.
+    async fn wait_tcp(&self, host: &str, port: u16, bound: Duration) -> Result<(), TcpWaitError>;
+}
+
+/// This process's mount namespace: /proc/self/mountinfo, the `mount` command, real sockets.
+pub struct Kernel;
+
+#[async_trait::async_trait]
+impl Mounts for Kernel {
+    fn mounted_at(&self, mount_point: &Path) -> std::io::Result<Option<MountEntry>> {
+        mounted_at(mount_point)
+    }
+    async fn mount(
+        &self,
+        fstype: &str,
+        options: &str,
+        source: &str,
+        dir: &Path,
+        bound: Duration,
+    ) -> Result<(), CommandError> {
+        mount(fstype, options, source, dir, bound).await
+    }
+    async fn wait_tcp(&self, host: &str, port: u16, bound: Duration) -> Result<(), TcpWaitError> {
+        wait_tcp(host, port, bound).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

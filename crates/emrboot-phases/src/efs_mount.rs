@@ -5,7 +5,8 @@ use crate::per_boot;
 use anyhow::{anyhow, Context};
 use async_trait::async_trait;
 use emrboot_config::{Efs, EfsTarget, PhaseName};
-use emrboot_os::{fstab, mount};
+use emrboot_os::fstab;
+use emrboot_os::mount::Mounts;
 use emrboot_runner::{Actions, Ctx, Phase, PhaseError, Precheck};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -150,7 +151,6 @@ impl EfsMount {
         ctx.root.join(&cfg.mount_point)
     }
 
-    /// Whether our file system is mounted there; an error when something else is.
     /// Whether the mount point is already owned by OWNER (`user:group`).
     fn owned_by(mp: &std::path::Path, owner: &str) -> Result<bool, PhaseError> {
         use std::os::unix::fs::MetadataExt;
@@ -159,9 +159,23 @@ impl EfsMount {
         Ok((meta.uid(), meta.gid()) == (uid, gid))
     }
 
-    fn mounted(&self, ctx: &Ctx, cfg: &Efs, t: &Target) -> Result<bool, PhaseError> {
+    /// Whether our file system is mounted there; an error when something else is.
+    async fn mounted(&self, ctx: &Ctx, cfg: &Efs, t: &Target) -> Result<bool, PhaseError> {
+        let mounts = ctx.doors.mounts().await?;
+        Self::mounted_on(&*mounts, ctx, cfg, t)
+    }
+
+    fn mounted_on(
+        mounts: &dyn Mounts,
+        ctx: &Ctx,
+        cfg: &Efs,
+        t: &Target,
+    ) -> Result<bool, PhaseError> {
         let mp = Self::mount_point(ctx, cfg);
-        match mount::mounted_at(&mp).context("read /proc/self/mountinfo")? {
+        match mounts
+            .mounted_at(&mp)
+            .context("read /proc/self/mountinfo")?
+        {
             Some(m) if m.fstype.starts_with("nfs") && t.is_ours(&m.source) => Ok(true),
             Some(m) => Err(PhaseError::invalid(anyhow!(
                 "{} is already mounted from {} ({}), not {}; leaving it as it is",
@@ -185,11 +199,17 @@ impl EfsMount {
 
     async fn mount_with_retries(&self, ctx: &Ctx, cfg: &Efs, t: &Target) -> anyhow::Result<()> {
         let mp = Self::mount_point(ctx, cfg);
+        let mounts = ctx.doors.mounts().await?;
         let mut last = None;
         for attempt in 1..=MOUNT_TRIES {
             let bound = Duration::from_secs(cfg.timeout_secs);
-            match mount::mount("nfs4", &cfg.options, &t.source(), &mp, bound).await {
-                Ok(()) if self.mounted(ctx, cfg, t).map_err(|e| e.error)? => return Ok(()),
+            match mounts
+                .mount("nfs4", &cfg.options, &t.source(), &mp, bound)
+                .await
+            {
+                Ok(()) if Self::mounted_on(&*mounts, ctx, cfg, t).map_err(|e| e.error)? => {
+                    return Ok(())
+                }
                 Ok(()) => {
                     last = Some(anyhow!(
                         "mount exited 0 but /proc/self/mountinfo shows no nfs4 mount of {} on {}",
@@ -232,7 +252,7 @@ impl Phase for EfsMount {
             owner_ids(o).map_err(PhaseError::invalid)?;
         }
         let t = self.target(ctx).await?;
-        self.mounted(ctx, cfg, t)?;
+        self.mounted(ctx, cfg, t).await?;
         Ok(Precheck::Run)
     }
 
@@ -255,7 +275,7 @@ impl EfsMount {
         let t = self.target(ctx).await?;
         let mp = Self::mount_point(ctx, cfg);
         let mut a = Actions::new(PhaseName::EfsMount, dry_run);
-        let mounted = self.mounted(ctx, cfg, t)?;
+        let mounted = self.mounted(ctx, cfg, t).await?;
         if !mounted {
             let via = if t.fallback {
                 format!(" (mount target IP: {} does not resolve)", t.name)
@@ -264,7 +284,8 @@ impl EfsMount {
             };
             if !dry_run {
                 let bound = Duration::from_secs(cfg.timeout_secs);
-                mount::wait_tcp(&t.host, NFS_PORT, bound).await?;
+                let mounts = ctx.doors.mounts().await?;
+                mounts.wait_tcp(&t.host, NFS_PORT, bound).await?;
             }
             a.did(format!("wait for TCP {}:{NFS_PORT}{via}", t.host));
             if !dry_run {

@@ -11,6 +11,8 @@ pub mod ip_takeover;
 pub mod per_boot;
 pub mod shutdown_hook;
 pub mod tag;
+#[cfg(test)]
+mod testkit;
 
 use emrboot_config::PhaseName;
 use emrboot_runner::Phase;

@@ -1,13 +1,16 @@
 //! The doors to the outside systems, shared by a run's phases (through `Ctx`) and by
-//! release-ip (which has no role or info files, so no `Ctx`). Each opens lazily, once: a run
-//! needing no AWS makes no AWS call, and one needing EC2 builds its client once. IMDS, EC2,
-//! netlink and NAT are traits, so ip-takeover and release-ip are unit-tested against fakes
-//! that model EC2 and the node (`with_*`).
+//! release-ip (which has no role or info files, so no `Ctx`): IMDS, EC2, S3, EFS, netlink,
+//! NAT, the package manager and mounts. Each opens lazily, once: a run needing no AWS makes no
+//! AWS call, and one needing EC2 builds its client once. All but S3 are traits, so the phases
+//! are unit-tested against fakes that model EC2 and the node (`with_*`); S3 is only ever
+//! faulted as a whole, against moto and the bench's proxies.
 
 use emrboot_aws::{Aws, Ec2, Efs, S3};
 use emrboot_node::{Imds, Metadata};
+use emrboot_os::mount::{Kernel, Mounts};
 use emrboot_os::nat::{Nat, NatRules};
 use emrboot_os::netlink::{Addresses, Netlink};
+use emrboot_os::pkg::{Manager, Packages};
 use std::sync::Arc;
 use tokio::sync::OnceCell;
 
@@ -19,6 +22,8 @@ pub struct Doors {
     efs: OnceCell<Arc<dyn Efs>>,
     netlink: OnceCell<Arc<dyn Addresses>>,
     nat: OnceCell<Arc<dyn NatRules>>,
+    packages: OnceCell<Arc<dyn Packages>>,
+    mounts: OnceCell<Arc<dyn Mounts>>,
 }
 
 impl Doors {
@@ -31,6 +36,8 @@ impl Doors {
             efs: OnceCell::new(),
             netlink: OnceCell::new(),
             nat: OnceCell::new(),
+            packages: OnceCell::new(),
+            mounts: OnceCell::new(),
         }
     }
 
@@ -71,6 +78,22 @@ impl Doors {
         .await
     }
 
+    /// The node's package manager: dnf, else yum, else apt-get, found on PATH once.
+    pub async fn packages(&self) -> anyhow::Result<Arc<dyn Packages>> {
+        once(&self.packages, || async {
+            anyhow::Ok(Arc::new(Manager::detect()?) as Arc<dyn Packages>)
+        })
+        .await
+    }
+
+    /// This process's mounts (mountinfo, `mount`, the TCP wait before it).
+    pub async fn mounts(&self) -> anyhow::Result<Arc<dyn Mounts>> {
+        once(&self.mounts, || async {
+            anyhow::Ok(Arc::new(Kernel) as Arc<dyn Mounts>)
+        })
+        .await
+    }
+
     /// A fake IMDS in place of the node's (unit tests).
     pub fn with_imds(mut self, imds: Arc<dyn Metadata>) -> Self {
         self.imds = imds;
@@ -92,6 +115,18 @@ impl Doors {
     /// Fake DNAT rules: iptables is never run (unit tests).
     pub fn with_nat(self, nat: Arc<dyn NatRules>) -> Self {
         let _ = self.nat.set(nat);
+        self
+    }
+
+    /// A fake package manager: no dnf, yum or apt-get is run (unit tests).
+    pub fn with_packages(self, packages: Arc<dyn Packages>) -> Self {
+        let _ = self.packages.set(packages);
+        self
+    }
+
+    /// Fake mounts: nothing is mounted, no socket opened (unit tests).
+    pub fn with_mounts(self, mounts: Arc<dyn Mounts>) -> Self {
+        let _ = self.mounts.set(mounts);
         self
     }
 }

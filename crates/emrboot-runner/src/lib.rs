@@ -6,6 +6,7 @@ pub mod context;
 pub mod doors;
 pub mod exit_code;
 pub mod ip_owner;
+pub mod markers;
 pub mod phase;
 pub mod run;
 pub mod sink;

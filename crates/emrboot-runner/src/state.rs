@@ -1,5 +1,6 @@
-//! The state directory: markers of finished phases, the status of the last run, the config copy
-//! used by `release-ip` and the boot unit, and the lock that keeps two runs apart.
+//! The state directory: the status of the last run, the config copy
+//! used by `release-ip` and the boot unit, the lock that keeps two runs apart, and the markers
+//! (markers.rs).
 //!
 //! Everything is written atomically and 0600: the config copy can name buckets and addresses.
 
@@ -182,29 +183,6 @@ impl StateDir {
         Ok(atomic::write(&self.config_copy(), text.as_bytes(), 0o600)?)
     }
 
-    fn marker_path(&self, instance_id: &str, phase: PhaseName, config: &Config) -> PathBuf {
-        let name = format!("{}-{}.json", phase.as_str(), config_hash(config, phase));
-        self.path.join("markers").join(instance_id).join(name)
-    }
-
-    /// The marker of a phase that succeeded on this instance with this config, if any.
-    pub fn marker(&self, instance_id: &str, phase: PhaseName, config: &Config) -> Option<PathBuf> {
-        let p = self.marker_path(instance_id, phase, config);
-        p.is_file().then_some(p)
-    }
-
-    /// Written only after the phase succeeded.
-    pub fn write_marker(
-        &self,
-        instance_id: &str,
-        phase: PhaseName,
-        config: &Config,
-        body: &serde_json::Value,
-    ) -> Result<(), StateError> {
-        let p = self.marker_path(instance_id, phase, config);
-        Ok(atomic::write(&p, body.to_string().as_bytes(), 0o600)?)
-    }
-
     pub fn save_status(&self, run: &RunRecord) -> Result<(), StateError> {
         let p = self.path.join(STATUS);
         let body = serde_json::to_vec_pretty(run).map_err(|e| StateError::Corrupt {
@@ -278,24 +256,6 @@ impl StateDir {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
-
-    #[test]
-    fn markers_are_keyed_by_instance_and_config() {
-        let d = tempfile::tempdir().unwrap();
-        let s = StateDir::new(d.path());
-        let a = emrboot_config::parse("c", "[install]\ntimezone = \"UTC\"\n").unwrap();
-        let b = emrboot_config::parse("c", "[install]\ntimezone = \"Asia/Seoul\"\n").unwrap();
-        s.write_marker("i-1", PhaseName::Install, &a, &serde_json::json!({}))
-            .unwrap();
-        assert!(s.marker("i-1", PhaseName::Install, &a).is_some());
-        assert!(s.marker("i-2", PhaseName::Install, &a).is_none());
-        assert!(s.marker("i-1", PhaseName::Install, &b).is_none());
-        let p = s.marker("i-1", PhaseName::Install, &a).unwrap();
-        assert_eq!(
-            std::fs::metadata(p).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-    }
 
     #[test]
     fn a_second_lock_waits_then_gives_up() {

@@ -51,6 +51,41 @@ pub enum PkgError {
     },
 }
 
+/// The node's package manager as the install phase uses it: [`Manager`] on a node, a fake in
+/// the phases' unit tests. Reached through `Doors::packages`, detected once per run.
+#[async_trait::async_trait]
+pub trait Packages: Send + Sync {
+    /// `dnf`, `yum` or `apt-get`.
+    fn name(&self) -> &'static str;
+    /// The packages of `wanted` that are not installed yet, whatever form their names take.
+    async fn missing(&self, wanted: &[String]) -> Result<Vec<String>, PkgError>;
+    /// Every command line `install` runs for `pkgs`, in order: what `plan` shows.
+    fn commands(&self, pkgs: &[String]) -> Vec<Vec<String>>;
+    /// Installs `pkgs` in one transaction, then checks each one is installed.
+    async fn install(&self, pkgs: &[String]) -> Result<(), PkgError>;
+    /// Which of `paths` a package owns, with the owning package(s).
+    async fn owners(&self, paths: &[PathBuf]) -> Result<Vec<(PathBuf, String)>, PkgError>;
+}
+
+#[async_trait::async_trait]
+impl Packages for Manager {
+    fn name(&self) -> &'static str {
+        Manager::name(*self)
+    }
+    async fn missing(&self, wanted: &[String]) -> Result<Vec<String>, PkgError> {
+        Manager::missing(*self, wanted).await
+    }
+    fn commands(&self, pkgs: &[String]) -> Vec<Vec<String>> {
+        Manager::commands(*self, pkgs)
+    }
+    async fn install(&self, pkgs: &[String]) -> Result<(), PkgError> {
+        Manager::install(*self, pkgs).await
+    }
+    async fn owners(&self, paths: &[PathBuf]) -> Result<Vec<(PathBuf, String)>, PkgError> {
+        Manager::owners(*self, paths).await
+    }
+}
+
 fn on_path(exe: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(exe).is_file()))

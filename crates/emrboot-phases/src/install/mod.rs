@@ -2,8 +2,9 @@
 //! the S3 build cache), time zone. `plan` and `apply` are one `converge`: each part decides
 //! its action once, records it, and (not in a dry run) takes it, so a run's actions are its
 //! plan's. Each part converges on its own: installed packages and the time zone are read off
-//! the node; pip and each source build leave a marker keyed by the hash of what they did
-//! (`install/*.done`), because only they cannot tell from the node whether they are done.
+//! the node; pip and each source build leave a part marker keyed by the hash of what they did
+//! (`STATE/markers/<instance>/install/`), because only they cannot tell from the node whether
+//! they are done. `install_dir` holds scratch space only.
 
 mod cache;
 mod packages;
@@ -14,7 +15,7 @@ mod source;
 use anyhow::{anyhow, Context};
 use async_trait::async_trait;
 use emrboot_config::PhaseName;
-use emrboot_os::{atomic, timezone};
+use emrboot_os::timezone;
 use emrboot_runner::{Actions, Ctx, Phase, PhaseError, Precheck};
 use std::path::PathBuf;
 
@@ -27,19 +28,22 @@ fn table(ctx: &Ctx) -> Result<&emrboot_config::Install, PhaseError> {
         .ok_or_else(|| PhaseError::invalid(anyhow!("no [install] table")))
 }
 
-/// Where install keeps its markers and scratch space, in the state dir.
+/// Where install keeps its scratch space (work dirs, the requirements copy), in the state dir.
 pub(crate) fn install_dir(ctx: &Ctx) -> PathBuf {
     ctx.state.path.join("install")
 }
 
-/// A marker of a finished part (pip run, source build); written only after it succeeded.
-pub(crate) fn marker(ctx: &Ctx, name: &str) -> PathBuf {
-    install_dir(ctx).join(format!("{name}.done"))
+/// Whether a part (a pip run, a source build) finished on this node: its part marker
+/// (emrboot_runner::markers), the one thing that skips it, since the node cannot show it.
+pub(crate) fn part_done(ctx: &Ctx, part: &str) -> bool {
+    ctx.state
+        .part_done(&ctx.node.instance_id, PhaseName::Install, part)
 }
 
-pub(crate) fn write_marker(ctx: &Ctx, name: &str) -> anyhow::Result<()> {
-    let stamp = emrboot_runner::status::now_rfc3339();
-    atomic::write(&marker(ctx, name), stamp.as_bytes(), 0o600)?;
+/// Written only after the part succeeded.
+pub(crate) fn mark_part_done(ctx: &Ctx, part: &str) -> anyhow::Result<()> {
+    ctx.state
+        .write_part_marker(&ctx.node.instance_id, PhaseName::Install, part)?;
     Ok(())
 }
 
@@ -61,7 +65,9 @@ impl Phase for Install {
     async fn check(&self, ctx: &Ctx) -> Result<Precheck, PhaseError> {
         let cfg = table(ctx)?;
         if !cfg.packages.is_empty() {
-            emrboot_os::pkg::Manager::detect()
+            ctx.doors
+                .packages()
+                .await
                 .map_err(|e| PhaseError::invalid(anyhow!("install.packages: {e}")))?;
         }
         if let Some(zone) = &cfg.timezone {
@@ -83,7 +89,7 @@ impl Phase for Install {
 async fn converge(ctx: &Ctx, dry_run: bool) -> Result<Vec<String>, PhaseError> {
     let cfg = table(ctx)?;
     let mut a = Actions::new(PhaseName::Install, dry_run);
-    packages::converge(&cfg.packages, &mut a).await?;
+    packages::converge(ctx, &cfg.packages, &mut a).await?;
     if let Some(p) = &cfg.pip {
         pip::converge(ctx, p, cfg.cache.as_ref(), &mut a).await?;
     }
@@ -110,3 +116,6 @@ fn link_action(zone: &str) -> String {
         timezone::zone_path(zone).display()
     )
 }
+
+#[cfg(test)]
+mod tests;

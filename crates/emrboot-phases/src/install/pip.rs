@@ -10,7 +10,7 @@
 
 use super::cache::Object;
 use super::pip_cache::{cached_object, Through};
-use super::{install_dir, marker, work_dir, write_marker};
+use super::{install_dir, mark_part_done, part_done, work_dir};
 use anyhow::Context;
 use emrboot_aws::{fetch_bytes, location_text};
 use emrboot_config::{BuildCache, Pip};
@@ -114,7 +114,7 @@ pub(super) async fn converge(
 ) -> Result<(), PhaseError> {
     let w = work(ctx, cfg).await?;
     let name = format!("pip-{}", w.hash);
-    if marker(ctx, &name).is_file() {
+    if part_done(ctx, &name) {
         tracing::info!("pip: same requirements as the last run");
         return Ok(());
     }
@@ -167,7 +167,7 @@ pub(super) async fn converge(
         }
     }
     if !a.dry_run() {
-        write_marker(ctx, &name)?;
+        mark_part_done(ctx, &name)?;
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ use anyhow::{anyhow, Context};
 use emrboot_config::{BuildCache, Pip};
 use emrboot_os::archive;
 use emrboot_os::command::Cmd;
-use emrboot_os::pkg::{os_release, Manager};
+use emrboot_os::pkg::os_release;
 use emrboot_runner::{Actions, Ctx};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -115,7 +115,7 @@ impl Through<'_> {
             Cmd::new(argv, PIP_BOUND).run().await?;
             archive::pack(&stage, &archive_path)?;
         }
-        refuse_os_owned(&archive_path, self.target).await?;
+        refuse_os_owned(ctx, &archive_path, self.target).await?;
         std::fs::create_dir_all(self.target)
             .with_context(|| format!("create {}", self.target.display()))?;
         let n = archive::unpack(&archive_path, self.target)?;
@@ -143,10 +143,10 @@ impl Through<'_> {
 
 /// Fails, naming them, when unpacking `archive_path` into `target` would replace files that
 /// an rpm or deb owns (a target such as /usr/lib/python3.9/site-packages). Nothing is written.
-async fn refuse_os_owned(archive_path: &Path, target: &Path) -> anyhow::Result<()> {
+async fn refuse_os_owned(ctx: &Ctx, archive_path: &Path, target: &Path) -> anyhow::Result<()> {
     // No package manager on the node, or nothing in the target yet: no file can be replaced,
     // so the archive need not be read twice.
-    let Ok(manager) = Manager::detect() else {
+    let Ok(manager) = ctx.doors.packages().await else {
         return Ok(());
     };
     let empty = std::fs::read_dir(target).map_or(true, |mut d| d.next().is_none());

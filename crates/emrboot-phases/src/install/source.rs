@@ -5,7 +5,7 @@
 //! staging dir and unpacks that archive into the root; a hit downloads the archive instead.
 
 use super::cache::Object;
-use super::{marker, work_dir, write_marker};
+use super::{mark_part_done, part_done, work_dir};
 use anyhow::{anyhow, Context};
 use emrboot_aws::{download, location_text};
 use emrboot_config::{BuildCache, SourceBuild};
@@ -155,7 +155,7 @@ pub(super) async fn converge(
         // A run killed mid-build leaves its work dir (tarball, tree, staging); it is of no use.
         emrboot_os::atomic::sweep_dead(&super::install_dir(ctx), &prefix);
     }
-    if marker(ctx, &n.marker).is_file() {
+    if part_done(ctx, &n.marker) {
         tracing::info!("source {} already installed (key {})", src.name, n.key);
         return Ok(());
     }
@@ -174,7 +174,7 @@ pub(super) async fn converge(
     let result = build_or_fetch(ctx, src, &n, whole.as_deref(), &work).await;
     let _ = std::fs::remove_dir_all(&work);
     a.did(result?);
-    write_marker(ctx, &n.marker)?;
+    mark_part_done(ctx, &n.marker)?;
     Ok(())
 }
 

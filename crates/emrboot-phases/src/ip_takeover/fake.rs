@@ -268,52 +268,17 @@ impl FakeNode {
 
     /// A fresh Ctx each time, as each `emrboot run` builds its own; the fakes persist.
     pub fn ctx(&self) -> Ctx {
-        let d = self.dir.path();
-        for sub in ["root", "state", "actions", "info"] {
-            std::fs::create_dir_all(d.join(sub)).unwrap();
-        }
-        std::fs::write(d.join("emrboot"), b"the binary").unwrap();
-        std::fs::write(d.join("info/instance.json"), br#"{"isMaster": true}"#).unwrap();
-        std::fs::write(
-            d.join("info/job-flow.json"),
-            br#"{"jobFlowId": "j-1", "masterInstanceId": "i-master"}"#,
-        )
-        .unwrap();
-        let config = emrboot_config::parse(
-            "test.toml",
-            &format!(
-                "[ip_takeover]\naddress = \"{FIXED}\"\nreserved_eni = \"eni-0a1b2c3d4e5f60718\"\n"
-            ),
-        )
-        .unwrap();
-        let info = emrboot_node::NodeInfo::load(&emrboot_node::InfoDirs::new(Some(d.join("info"))))
-            .unwrap();
-        let imds = Arc::new(emrboot_node::Imds::from_env());
-        let aws = Arc::new(emrboot_aws::Aws::new(
-            imds.clone(),
-            emrboot_aws::sdk::Budget::Shutdown,
-        ));
-        let doors = emrboot_runner::Doors::new(imds, aws)
-            .with_imds(Arc::new(FakeImds {
-                ec2: self.ec2.clone(),
-            }))
-            .with_ec2(self.ec2.clone())
-            .with_netlink(self.links.clone())
-            .with_nat(self.nat.clone());
-        let node = emrboot_runner::Node {
-            role: Role::Master,
-            role_source: "test".into(),
-            instance_id: "i-master".into(),
-            info,
-        };
-        Ctx::new(
-            config,
-            node,
-            emrboot_os::Root::new(d.join("root")),
-            emrboot_runner::StateDir::new(d.join("state")),
-            d.join("actions"),
-            d.join("emrboot"),
-            doors,
-        )
+        let config = format!(
+            "[ip_takeover]\naddress = \"{FIXED}\"\nreserved_eni = \"eni-0a1b2c3d4e5f60718\"\n"
+        );
+        crate::testkit::ctx(self.dir.path(), &config, |doors| {
+            doors
+                .with_imds(Arc::new(FakeImds {
+                    ec2: self.ec2.clone(),
+                }))
+                .with_ec2(self.ec2.clone())
+                .with_netlink(self.links.clone())
+                .with_nat(self.nat.clone())
+        })
     }
 }
