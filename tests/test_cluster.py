@@ -173,6 +173,30 @@ def test_wait_is_0_when_every_node_succeeded_and_2_short_of_expect(sim, aws):
     assert w.returncode == 2, (w.stdout, w.stderr)
 
 
+def test_wait_fetches_only_the_records_that_changed_since_its_last_poll(sim, aws):
+    """--wait polls; at 500 nodes most records are the same from one poll to the next, so each
+    poll lists (ListObjectsV2) and GETs only the objects whose ETag changed."""
+    done = sim("master", "master-ig", aws["master"]["instance_id"], config(aws, prefix="poll/"))
+    held = sim("task", "task-ig", text=config(aws, prefix="poll/"))
+    assert done.run("run", "--config", done.config).returncode == 0
+    hold_create_tags(held)
+    r = held.start("run", "--config", held.config)
+    held.proxy.wait_held(1)
+    done.proxy.clear()
+    done.env = {**done.env, "EMRBOOT_CLUSTER_POLL_SECS": "1"}
+    w = cluster(done, aws, "--wait", "--timeout", "5", prefix="poll/")
+    assert w.returncode == 2, (w.returncode, w.stderr)  # the held node never finishes
+    s3 = [c for c in done.proxy.calls() if c["service"] == "s3" and c["method"] == "GET"]
+    lists = [c for c in s3 if c["path"].split("?")[0] == f"/{aws['bucket']}/"]  # ListObjectsV2
+    gets = [c["path"] for c in s3 if c["path"].split("?")[0].endswith(".json")]
+    assert len(lists) >= 3, s3
+    assert len(gets) == 2 and len(set(gets)) == 2, f"unchanged records fetched again on a poll: {gets}"
+    # the held node's state was read all the same, on every poll
+    assert "running" in w.stdout and held.instance_id in w.stdout, w.stdout
+    held.proxy.clear_faults()
+    assert held.finish(r)[0] == 0
+
+
 @pytest.mark.parametrize("fault", [
     {"fault": "error", "status": 403, "code": "AccessDenied", "message": "Access Denied"},
     {"fault": "error500"},

@@ -27,8 +27,9 @@ pub async fn cluster(g: &Global, a: ClusterArgs) -> CmdResult {
     let keys_prefix = nodes_prefix(&prefix, &cluster_id);
     let start = Instant::now();
     let poll = Duration::from_secs(env_secs("EMRBOOT_CLUSTER_POLL_SECS").unwrap_or(5).max(1));
+    let mut seen = Seen::new();
     loop {
-        let (records, unreadable) = fetch(&s3, &bucket, &keys_prefix).await?;
+        let (records, unreadable) = fetch(&s3, &bucket, &keys_prefix, &mut seen).await?;
         let now = time::OffsetDateTime::now_utc();
         let mut nodes: Vec<NodeView> = records
             .into_iter()
@@ -159,14 +160,22 @@ fn locate(g: &Global, a: &ClusterArgs) -> Result<(String, String, String), Exit>
     Ok((cluster_id, bucket, prefix))
 }
 
-/// Every node record under PREFIX (ListObjectsV2, paginated), fetched with bounded parallelism;
-/// objects that are not node records are listed as unreadable, not fatal.
+/// What each object held when it was last fetched, by key, with the ETag it was listed with:
+/// `--wait` polls every few seconds, and at 500 nodes most records have not changed since the
+/// last poll, so each poll GETs only the objects whose ETag changed (S3 reads are strongly
+/// consistent: a GET never returns an older body than the listing named).
+type Seen = std::collections::HashMap<String, (String, Result<NodeRecord, String>)>;
+
+/// Every node record under PREFIX (ListObjectsV2, paginated), fetched with bounded parallelism,
+/// unless SEEN holds it at the ETag listed; objects that are not node records are listed as
+/// unreadable, not fatal.
 async fn fetch(
     s3: &S3,
     bucket: &str,
     prefix: &str,
+    seen: &mut Seen,
 ) -> Result<(Vec<NodeRecord>, Vec<String>), Exit> {
-    let mut keys = Vec::new();
+    let mut keys: Vec<(String, String)> = Vec::new();
     let mut token: Option<String> = None;
     loop {
         let page = s3
@@ -186,34 +195,52 @@ async fn fetch(
         keys.extend(
             page.contents()
                 .iter()
-                .filter_map(|o| o.key())
-                .filter(|k| k.ends_with(".json"))
-                .map(str::to_string),
+                .filter_map(|o| Some((o.key()?, o.e_tag().unwrap_or_default())))
+                .filter(|(k, _)| k.ends_with(".json"))
+                .map(|(k, e)| (k.to_string(), e.to_string())),
         );
         match page.next_continuation_token() {
             Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
             _ => break,
         }
     }
+    // Objects gone from the listing are forgotten; unchanged ones are not fetched again. An
+    // empty ETag (a store that lists none) never matches, so such objects are always fetched.
+    let listed: std::collections::HashSet<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
+    seen.retain(|k, _| listed.contains(k.as_str()));
     let gate = Arc::new(tokio::sync::Semaphore::new(PARALLEL_GETS));
     let mut tasks = tokio::task::JoinSet::new();
-    for key in keys {
+    for (key, etag) in &keys {
+        if !etag.is_empty() && seen.get(key).is_some_and(|(e, _)| e == etag) {
+            continue;
+        }
         let (s3, bucket, gate) = (s3.clone(), bucket.to_string(), gate.clone());
+        let (key, etag) = (key.clone(), etag.clone());
         tasks.spawn(async move {
             let _permit = gate.acquire_owned().await;
             let got = s3.get_small(&bucket, &key, MAX_RECORD).await;
             let parsed = got
                 .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice::<NodeRecord>(&b).map_err(|e| e.to_string()));
-            parsed.map_err(|e| format!("s3://{bucket}/{key}: {e}"))
+                .and_then(|b| serde_json::from_slice::<NodeRecord>(&b).map_err(|e| e.to_string()))
+                .map_err(|e| format!("s3://{bucket}/{key}: {e}"));
+            (key, etag, parsed)
         });
     }
     let (mut records, mut unreadable) = (Vec::new(), Vec::new());
     while let Some(done) = tasks.join_next().await {
         match done {
-            Ok(Ok(r)) => records.push(r),
-            Ok(Err(e)) => unreadable.push(e),
+            Ok((key, etag, parsed)) => {
+                seen.insert(key, (etag, parsed));
+            }
+            // A task that died holds no key to file it under; its object is fetched next poll.
             Err(e) => unreadable.push(format!("fetch task: {e}")),
+        }
+    }
+    for (key, _) in &keys {
+        match seen.get(key).map(|(_, r)| r) {
+            Some(Ok(r)) => records.push(r.clone()),
+            Some(Err(e)) => unreadable.push(e.clone()),
+            None => {}
         }
     }
     unreadable.sort();
