@@ -197,6 +197,21 @@ def test_wait_fetches_only_the_records_that_changed_since_its_last_poll(sim, aws
     assert held.finish(r)[0] == 0
 
 
+def test_wait_fetches_again_a_record_whose_get_failed(sim, aws):
+    """A GET that failed (here a 403 on the first one; throttling or a 5xx past the SDK's
+    retries alike) is not kept: the next poll fetches that record again, and the wait ends."""
+    a = sim("master", "master-ig", aws["master"]["instance_id"], config(aws, prefix="flaky/"))
+    assert a.run("run", "--config", a.config).returncode == 0
+    a.proxy.faults([{"service": "s3", "method": "GET", "path": r"\.json$", "fault": "error", "status": 403,
+                     "code": "AccessDenied", "first": 1}])
+    a.proxy.clear()
+    a.env = {**a.env, "EMRBOOT_CLUSTER_POLL_SECS": "1"}
+    w = cluster(a, aws, "--wait", "--timeout", "30", prefix="flaky/")
+    assert w.returncode == 0, (w.returncode, w.stdout, w.stderr)
+    gets = [c for c in a.proxy.calls() if c["method"] == "GET" and c["path"].split("?")[0].endswith(".json")]
+    assert [c["status"] for c in gets] == [403, 200], gets
+
+
 @pytest.mark.parametrize("fault", [
     {"fault": "error", "status": 403, "code": "AccessDenied", "message": "Access Denied"},
     {"fault": "error500"},

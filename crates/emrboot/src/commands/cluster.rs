@@ -160,7 +160,8 @@ fn locate(g: &Global, a: &ClusterArgs) -> Result<(String, String, String), Exit>
     Ok((cluster_id, bucket, prefix))
 }
 
-/// What each object held when it was last fetched, by key, with the ETag it was listed with:
+/// What each object held when it was last fetched, by key, with the ETag it was listed with
+/// (a record, or why the body is no record; a failed GET is not kept):
 /// `--wait` polls every few seconds, and at 500 nodes most records have not changed since the
 /// last poll, so each poll GETs only the objects whose ETag changed (S3 reads are strongly
 /// consistent: a GET never returns an older body than the listing named).
@@ -214,25 +215,30 @@ async fn fetch(
         if !etag.is_empty() && seen.get(key).is_some_and(|(e, _)| e == etag) {
             continue;
         }
+        // What is fetched again is forgotten first: a fetch that fails leaves nothing stale.
+        seen.remove(key);
         let (s3, bucket, gate) = (s3.clone(), bucket.to_string(), gate.clone());
         let (key, etag) = (key.clone(), etag.clone());
         tasks.spawn(async move {
             let _permit = gate.acquire_owned().await;
             let got = s3.get_small(&bucket, &key, MAX_RECORD).await;
-            let parsed = got
-                .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice::<NodeRecord>(&b).map_err(|e| e.to_string()))
-                .map_err(|e| format!("s3://{bucket}/{key}: {e}"));
-            (key, etag, parsed)
+            (
+                key,
+                etag,
+                got.map(|body| serde_json::from_slice::<NodeRecord>(&body)),
+            )
         });
     }
     let (mut records, mut unreadable) = (Vec::new(), Vec::new());
     while let Some(done) = tasks.join_next().await {
         match done {
-            Ok((key, etag, parsed)) => {
-                seen.insert(key, (etag, parsed));
+            // Kept: a record, or an object that is no record (that ETag's body never changes).
+            Ok((key, etag, Ok(parsed))) => {
+                let kept = parsed.map_err(|e| format!("s3://{bucket}/{key}: {e}"));
+                seen.insert(key, (etag, kept));
             }
-            // A task that died holds no key to file it under; its object is fetched next poll.
+            // Not kept: a failed GET (throttled, 5xx, timed out) is tried again next poll.
+            Ok((key, _, Err(e))) => unreadable.push(format!("s3://{bucket}/{key}: {e}")),
             Err(e) => unreadable.push(format!("fetch task: {e}")),
         }
     }
