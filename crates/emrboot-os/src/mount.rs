@@ -51,39 +51,6 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
         .collect()
 }
 
-/// The last mount on `mount_point` (the one visible there), from /proc/self/mountinfo.
-pub fn mounted_at(mount_point: &Path) -> std::io::Result<Option<MountEntry>> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo")?;
-    Ok(parse_mountinfo(&text)
-        .into_iter()
-        .rfind(|m| m.mount_point == mount_point))
-}
-
-/// `mount -t FSTYPE -o OPTIONS SOURCE DIR`, bounded.
-pub async fn mount(
-    fstype: &str,
-    options: &str,
-    source: &str,
-    dir: &Path,
-    bound: Duration,
-) -> Result<(), CommandError> {
-    Cmd::new(
-        [
-            "mount".into(),
-            "-t".into(),
-            fstype.into(),
-            "-o".into(),
-            options.into(),
-            source.into(),
-            dir.as_os_str().to_owned(),
-        ],
-        bound,
-    )
-    .run()
-    .await
-    .map(|_| ())
-}
-
 #[derive(Debug, thiserror::Error)]
 #[error("{host}:{port} did not accept a TCP connection within {secs}s ({last})")]
 pub struct TcpWaitError {
@@ -91,33 +58,6 @@ pub struct TcpWaitError {
     pub port: u16,
     pub secs: u64,
     pub last: String,
-}
-
-/// Waits until `host:port` accepts a TCP connection, trying every second up to `bound`.
-pub async fn wait_tcp(host: &str, port: u16, bound: Duration) -> Result<(), TcpWaitError> {
-    let start = Instant::now();
-    loop {
-        let left = bound.saturating_sub(start.elapsed());
-        let attempt = tokio::time::timeout(
-            left.min(Duration::from_secs(5)),
-            tokio::net::TcpStream::connect((host, port)),
-        )
-        .await;
-        let last = match attempt {
-            Ok(Ok(_)) => return Ok(()),
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "connect timed out".to_string(),
-        };
-        if start.elapsed() + Duration::from_secs(1) > bound {
-            return Err(TcpWaitError {
-                host: host.to_string(),
-                port,
-                secs: bound.as_secs(),
-                last,
-            });
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
 }
 
 /// The node's mounts as efs-mount uses them: [`Kernel`] on a node, a fake in the phases' unit
@@ -144,9 +84,14 @@ pub struct Kernel;
 
 #[async_trait::async_trait]
 impl Mounts for Kernel {
+    /// The last mount on `mount_point` (the one visible there), from /proc/self/mountinfo.
     fn mounted_at(&self, mount_point: &Path) -> std::io::Result<Option<MountEntry>> {
-        mounted_at(mount_point)
+        let text = std::fs::read_to_string("/proc/self/mountinfo")?;
+        Ok(parse_mountinfo(&text)
+            .into_iter()
+            .rfind(|m| m.mount_point == mount_point))
     }
+
     async fn mount(
         &self,
         fstype: &str,
@@ -155,10 +100,43 @@ impl Mounts for Kernel {
         dir: &Path,
         bound: Duration,
     ) -> Result<(), CommandError> {
-        mount(fstype, options, source, dir, bound).await
+        let argv: [std::ffi::OsString; 7] = [
+            "mount".into(),
+            "-t".into(),
+            fstype.into(),
+            "-o".into(),
+            options.into(),
+            source.into(),
+            dir.as_os_str().to_owned(),
+        ];
+        Cmd::new(argv, bound).run().await.map(|_| ())
     }
+
+    /// Tries every second up to `bound`, each connect at most 5 s.
     async fn wait_tcp(&self, host: &str, port: u16, bound: Duration) -> Result<(), TcpWaitError> {
-        wait_tcp(host, port, bound).await
+        let start = Instant::now();
+        loop {
+            let left = bound.saturating_sub(start.elapsed());
+            let attempt = tokio::time::timeout(
+                left.min(Duration::from_secs(5)),
+                tokio::net::TcpStream::connect((host, port)),
+            )
+            .await;
+            let last = match attempt {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "connect timed out".to_string(),
+            };
+            if start.elapsed() + Duration::from_secs(1) > bound {
+                return Err(TcpWaitError {
+                    host: host.to_string(),
+                    port,
+                    secs: bound.as_secs(),
+                    last,
+                });
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 }
 
@@ -181,11 +159,13 @@ mod tests {
     async fn tcp_wait_sees_a_listener_and_gives_up_on_nothing() {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = l.local_addr().unwrap().port();
-        wait_tcp("127.0.0.1", port, Duration::from_secs(5))
+        Kernel
+            .wait_tcp("127.0.0.1", port, Duration::from_secs(5))
             .await
             .unwrap();
         drop(l);
-        let e = wait_tcp("127.0.0.1", port, Duration::from_secs(2))
+        let e = Kernel
+            .wait_tcp("127.0.0.1", port, Duration::from_secs(2))
             .await
             .unwrap_err();
         assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");

@@ -68,15 +68,17 @@ impl Object {
         Ok(false)
     }
 
-    /// Uploads `archive_path` with its sha256. A failed upload is logged, not an error: the
-    /// node itself is fine. Another node racing us uploads the same content under the same
-    /// key: either wins whole. True when it was uploaded.
+    /// Uploads `archive_path` with its sha256 and answers the action line to record: `line`,
+    /// which names the upload, or, when it failed, `line` saying so. A failed upload is logged,
+    /// not an error: the node itself is fine. Another node racing us uploads the same content
+    /// under the same key: either wins whole.
     pub(super) async fn upload(
         &self,
         ctx: &Ctx,
         what: &str,
         archive_path: &Path,
-    ) -> anyhow::Result<bool> {
+        line: String,
+    ) -> anyhow::Result<String> {
         let sha = archive::sha256_file(archive_path)?;
         let size = std::fs::metadata(archive_path)
             .with_context(|| format!("stat {}", archive_path.display()))?
@@ -90,9 +92,12 @@ impl Object {
             .put_file(&self.bucket, &self.key, archive_path, &sha)
             .await;
         tracing::info!(object = %self.text(), secs = start.elapsed().as_secs_f64(), ok = put.is_ok(), "upload ended");
-        if let Err(e) = &put {
-            tracing::warn!("build cache upload failed (the node is fine): {e}");
-        }
-        Ok(put.is_ok())
+        Ok(match put {
+            Ok(()) => line,
+            Err(e) => {
+                tracing::warn!("build cache upload failed (the node is fine): {e}");
+                format!("{line} (the upload failed; the node is fine)")
+            }
+        })
     }
 }

@@ -123,20 +123,15 @@ impl Through<'_> {
             "pip: {n} staged entries copied into {}",
             self.target.display()
         );
-        if hit {
-            a.did(hit_line(self.obj, self.target));
-        } else if self
-            .obj
-            .upload(ctx, "the staged pip install", &archive_path)
-            .await?
-        {
-            a.did(miss_line(self.cfg, self.obj));
+        let line = if hit {
+            hit_line(self.obj, self.target)
         } else {
-            a.did(format!(
-                "{} (the upload failed; the node is fine)",
-                miss_line(self.cfg, self.obj)
-            ));
-        }
+            let miss = miss_line(self.cfg, self.obj);
+            self.obj
+                .upload(ctx, "the staged pip install", &archive_path, miss)
+                .await?
+        };
+        a.did(line);
         Ok(())
     }
 }

@@ -214,16 +214,11 @@ async fn build_or_fetch(
     }
     Ok(match &n.object {
         Some(obj) if hit => hit_line(src, obj),
+        // After post: nothing is uploaded that has not proved it installs.
         Some(obj) => {
-            // After post: nothing is uploaded that has not proved it installs.
-            if obj.upload(ctx, "the staged build", &archive_path).await? {
-                build_line(src, Some(obj))
-            } else {
-                format!(
-                    "{} (the upload failed; the node is fine)",
-                    build_line(src, Some(obj))
-                )
-            }
+            let line = build_line(src, Some(obj));
+            obj.upload(ctx, "the staged build", &archive_path, line)
+                .await?
         }
         None => build_line(src, None),
     })
